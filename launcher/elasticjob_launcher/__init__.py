@@ -1,0 +1,1 @@
+"""elasticjob-launch: a torchrun-compatible elastic agent."""

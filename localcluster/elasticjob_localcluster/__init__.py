@@ -1,0 +1,1 @@
+"""A local Kubernetes control plane with process-backed fake nodes, for tests and the demo."""

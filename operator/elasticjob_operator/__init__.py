@@ -1,0 +1,1 @@
+"""The ElasticJob kopf operator."""
