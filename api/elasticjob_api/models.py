@@ -1,0 +1,371 @@
+"""Pydantic models of the ElasticJob API (`elasticjob.io/v1alpha1`): the one source of truth.
+
+The CRD's OpenAPI schema is generated from these models (see `crd.py`); the cross-field rules live
+here twice on purpose, once as CEL (`x-kubernetes-validations`, enforced by the API server at
+`kubectl apply`) and once as pydantic validators (for whatever reaches the operator some other way,
+for example an object stored before a rule existed). `tests/unit/test_models.py` checks that both
+reject the same specs.
+
+Limits: `template` is modelled only as far as the operator reads it (containers by name, their
+command, args and resources); everything else in the pod template is preserved as given.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "elasticjob.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ElasticJob"
+PLURAL = "elasticjobs"
+SINGULAR = "elasticjob"
+SHORT_NAMES = ["ej"]
+TRAINER_CONTAINER = "trainer"
+DEFAULT_RDZV_PORT = 29400
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class _OpenModel(_Model):
+    """A model that keeps fields it does not know (parts of Kubernetes' own objects)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- spec -------------------------------------------------------------------------------------
+
+
+class PinningMode(StrEnum):
+    """CPU/GPU affinity of each local worker; the names are torch's AffinityMode names."""
+
+    NONE = "none"
+    NODE = "node"
+    SOCKET = "socket"
+    EXCLUSIVE = "exclusive"
+    CORE_COMPLEX = "core-complex"
+
+
+class FailureClass(StrEnum):
+    """Why a worker or pod failed; the failure policy decides retry or fail per class."""
+
+    USER_ERROR = "UserError"
+    OOM_KILLED = "OOMKilled"
+    SIGNAL = "Signal"
+    NODE_LOST = "NodeLost"
+    STORE_LOST = "StoreLost"
+    TIMEOUT = "Timeout"
+    INFRASTRUCTURE = "Infrastructure"
+
+
+class FailureAction(StrEnum):
+    RETRY = "Retry"
+    FAIL = "Fail"
+
+
+class CleanPodPolicy(StrEnum):
+    """Which pods a finished job deletes: none, the ones still running, or all of them."""
+
+    NONE = "None"
+    RUNNING = "Running"
+    ALL = "All"
+
+
+class SuccessPolicy(StrEnum):
+    ALL_WORKERS = "AllWorkers"
+
+
+class RendezvousSpec(_Model):
+    """Where agents meet and how long they wait (torch's c10d rendezvous timeouts)."""
+
+    port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the c10d store.")] = DEFAULT_RDZV_PORT
+    join_timeout_seconds: Annotated[
+        int, Field(ge=1, description="How long an agent waits for the rendezvous to complete.")
+    ] = 900
+    last_call_timeout_seconds: Annotated[
+        int, Field(ge=0, description="Extra wait for more agents once minReplicas have joined.")
+    ] = 15
+    close_timeout_seconds: Annotated[
+        int, Field(ge=1, description="How long to wait for the rendezvous to close after a round.")
+    ] = 30
+    heartbeat_timeout_seconds: Annotated[
+        int, Field(ge=1, description="An agent silent this long is considered dead.")
+    ] = 30
+
+
+class FailureRule(_Model):
+    """Retry or fail on one failure class."""
+
+    failure_class: FailureClass = Field(description="The class of failure this rule is for.")
+    action: FailureAction = Field(description="Retry (replace the pod) or Fail the job.")
+
+
+DEFAULT_FAILURE_ACTIONS: dict[FailureClass, FailureAction] = {
+    FailureClass.USER_ERROR: FailureAction.FAIL,
+    FailureClass.OOM_KILLED: FailureAction.FAIL,
+    FailureClass.SIGNAL: FailureAction.RETRY,
+    FailureClass.NODE_LOST: FailureAction.RETRY,
+    FailureClass.STORE_LOST: FailureAction.RETRY,
+    FailureClass.TIMEOUT: FailureAction.RETRY,
+    FailureClass.INFRASTRUCTURE: FailureAction.RETRY,
+}
+
+
+class FailurePolicy(_Model):
+    """How many pod replacements are allowed, and which failures are worth retrying."""
+
+    backoff_limit: Annotated[
+        int, Field(ge=0, description="Worker pod replacements allowed before the job is Failed.")
+    ] = 6
+    rules: Annotated[
+        list[FailureRule],
+        Field(
+            max_length=16,
+            description="Per failure class: Retry or Fail (defaults in docs/fault-tolerance.md).",
+        ),
+    ] = []
+
+    def action_for(self, failure_class: FailureClass) -> FailureAction:
+        for rule in self.rules:
+            if rule.failure_class == failure_class:
+                return rule.action
+        return DEFAULT_FAILURE_ACTIONS[failure_class]
+
+
+class SchedulingSpec(_Model):
+    """Scheduler hints for the job's pods."""
+
+    scheduler_name: Annotated[str | None, Field(max_length=253, description="spec.schedulerName of every pod.")] = None
+    priority_class_name: Annotated[
+        str | None, Field(max_length=253, description="spec.priorityClassName of every pod.")
+    ] = None
+    gang: Annotated[
+        bool,
+        Field(description="Create a PodGroup (Volcano or scheduler-plugins) with minMember = minReplicas."),
+    ] = False
+
+
+class Container(_OpenModel):
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    command: list[str] | None = None
+    args: list[str] | None = None
+    resources: dict[str, Any] | None = None
+
+
+class PodSpec(_OpenModel):
+    containers: Annotated[list[Container], Field(min_length=1, max_length=32)]
+
+
+class PodTemplate(_OpenModel):
+    metadata: dict[str, Any] | None = None
+    spec: PodSpec
+
+    @model_validator(mode="after")
+    def _has_trainer(self) -> PodTemplate:
+        if not any(c.name == TRAINER_CONTAINER for c in self.spec.containers):
+            raise ValueError(MSG_TRAINER)
+        return self
+
+    def trainer(self) -> Container:
+        return next(c for c in self.spec.containers if c.name == TRAINER_CONTAINER)
+
+
+# Cross-field rules: (CEL expression, message). The pydantic validators below mirror them.
+MSG_MIN_MAX = "minReplicas must be less than or equal to maxReplicas"
+MSG_REPLICAS = "replicas must be between minReplicas and maxReplicas (set it, or scale, within that range)"
+MSG_NPROC = "nprocPerNode must be an integer >= 1 or the string 'auto'"
+MSG_TRAINER = "spec.template.spec.containers must include a container named 'trainer' that runs the training command"
+MSG_GANG_SCHEDULER = "scheduling.gang needs scheduling.schedulerName (e.g. volcano or scheduler-plugins-scheduler)"
+
+SPEC_RULES: list[JsonValue] = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": MSG_MIN_MAX},
+    {
+        "rule": "!has(self.replicas) || (self.replicas >= self.minReplicas && self.replicas <= self.maxReplicas)",
+        "message": MSG_REPLICAS,
+    },
+    {
+        "rule": "!has(self.scheduling) || !has(self.scheduling.gang) || !self.scheduling.gang "
+        "|| has(self.scheduling.schedulerName)",
+        "message": MSG_GANG_SCHEDULER,
+    },
+]
+NPROC_RULE: JsonValue = {"rule": "type(self) == string ? self == 'auto' : self >= 1", "message": MSG_NPROC}
+TEMPLATE_SPEC_RULE = {"rule": "self.containers.exists(c, c.name == 'trainer')", "message": MSG_TRAINER}
+
+
+class ElasticJobSpec(_Model):
+    """What the user asks for: an elastic group of worker pods running one training command."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SPEC_RULES})
+
+    min_replicas: Annotated[int, Field(ge=1, le=10000, description="Fewest worker pods training can run with.")]
+    max_replicas: Annotated[int, Field(ge=1, le=10000, description="Most worker pods the job may use.")]
+    replicas: Annotated[
+        int | None,
+        Field(ge=1, le=10000, description="Desired worker pods (default maxReplicas); `kubectl scale` sets it."),
+    ] = None
+    nproc_per_node: Annotated[
+        int | Literal["auto"],
+        Field(
+            description="Worker processes per pod: an integer, or 'auto' (GPUs requested by the trainer, else 1).",
+            json_schema_extra={"x-kubernetes-validations": [NPROC_RULE]},
+        ),
+    ] = "auto"
+    max_restarts: Annotated[
+        int, Field(ge=0, le=10000, description="Worker-group restarts allowed, counted job-wide.")
+    ] = 3
+    rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec)
+    pinning: Annotated[PinningMode, Field(description="CPU/GPU pinning of each local worker.")] = PinningMode.NONE
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+    success_policy: Annotated[
+        SuccessPolicy, Field(description="AllWorkers: every worker of the final round succeeded.")
+    ] = SuccessPolicy.ALL_WORKERS
+    suspend: Annotated[bool, Field(description="Delete the job's pods and keep the job until resumed.")] = False
+    active_deadline_seconds: Annotated[
+        int | None, Field(ge=1, description="Fail the job once it has run this long.")
+    ] = None
+    ttl_seconds_after_finished: Annotated[
+        int | None, Field(ge=0, description="Delete the job this long after it finished.")
+    ] = None
+    clean_pod_policy: Annotated[
+        CleanPodPolicy, Field(description="Pods deleted when the job finishes: None, Running or All.")
+    ] = CleanPodPolicy.RUNNING
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    guaranteed_qos: Annotated[
+        bool,
+        Field(description="With pinning on, make worker pods Guaranteed QoS (requests = limits, integer CPU)."),
+    ] = False
+    template: Annotated[
+        PodTemplate,
+        Field(description="The worker pod template; its container 'trainer' runs the training command."),
+    ]
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ElasticJobSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(MSG_MIN_MAX)
+        if self.replicas is not None and not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(MSG_REPLICAS)
+        if isinstance(self.nproc_per_node, int) and self.nproc_per_node < 1:
+            raise ValueError(MSG_NPROC)
+        if self.scheduling.gang and not self.scheduling.scheduler_name:
+            raise ValueError(MSG_GANG_SCHEDULER)
+        return self
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.max_replicas if self.replicas is None else self.replicas
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    CREATED = "Created"
+    WAITING = "WaitingForRendezvous"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SCALING = "Scaling"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class LastFailure(_Model):
+    """The newest worker failure an agent saw."""
+
+    global_rank: int | None = None
+    exit_code: int | None = None
+    failure_class: str | None = None
+    message: Annotated[str | None, Field(max_length=4096)] = None
+    time: str | None = None
+
+
+class WorkerReport(_Model):
+    """What the launcher in one worker pod reports about itself (a merge patch on its own job)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    restarts: int = 0
+    round: int | None = None
+    world_size: int | None = None
+    node_rank: int | None = None
+    binding: Annotated[
+        dict[str, Any] | None, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = None
+    last_failure: LastFailure | None = None
+    update_time: str | None = None
+
+
+class RestartsStatus(_Model):
+    total: int = 0
+    workers: dict[str, WorkerReport] = Field(default_factory=dict)
+
+
+class RendezvousStatus(_Model):
+    endpoint: str | None = None
+    round: int | None = None
+    world_size: int | None = None
+    joined_nodes: list[str] = Field(default_factory=list)
+    store_generation: int = 0
+
+
+class ElasticJobStatus(_Model):
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    selector: str | None = None
+    rendezvous: RendezvousStatus = Field(default_factory=RendezvousStatus)
+    restarts: RestartsStatus = Field(default_factory=RestartsStatus)
+    replacements: Annotated[int, Field(description="Worker pods replaced; counted against backoffLimit.")] = 0
+    worker_indices: list[int] = Field(
+        default_factory=list,
+        description="Indices of the worker pods alive at the last reconcile (bookkeeping).",
+    )
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class ElasticJob(_OpenModel):
+    """The whole object as the operator reads it."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ElasticJobSpec
+    status: ElasticJobStatus = Field(default_factory=ElasticJobStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
+
+    @property
+    def uid(self) -> str:
+        return str(self.metadata.get("uid", ""))

@@ -1,0 +1,299 @@
+"""Pure builders: an ElasticJob in, the Kubernetes objects it should own out (plain dicts).
+
+Nothing here calls the API; `tests/unit/test_builders.py` compares the output with golden YAML
+files. Limits: the trainer container is found by name (`trainer`); other containers of the
+template are copied as they are (sidecars).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any
+
+from elasticjob_api.models import TRAINER_CONTAINER, Container, ElasticJob, PinningMode
+
+from elasticjob_operator import naming
+
+LAUNCHER = "elasticjob-launch"
+RESPECTED_LAUNCHERS = frozenset({LAUNCHER, "torchrun"})
+GPU_RESOURCE = "nvidia.com/gpu"
+STORE_RUN_AS_USER = 65532
+
+Manifest = dict[str, Any]
+
+
+class BuildError(ValueError):
+    """The job cannot be turned into pods; the message says what to fix."""
+
+
+def resolve_nproc(job: ElasticJob) -> int:
+    """`nprocPerNode`, with `auto` meaning the trainer's GPU count, else 1."""
+    nproc = job.spec.nproc_per_node
+    if isinstance(nproc, int):
+        return nproc
+    resources = job.spec.template.trainer().resources or {}
+    for section in ("limits", "requests"):
+        gpus = (resources.get(section) or {}).get(GPU_RESOURCE)
+        if gpus is not None and int(gpus) > 0:
+            return int(gpus)
+    return 1
+
+
+def launcher_command(container: Container) -> tuple[list[str], list[str] | None]:
+    """The trainer's (command, args) run under the launcher, unless it already starts one."""
+    command = list(container.command or [])
+    if command and os.path.basename(command[0]) in RESPECTED_LAUNCHERS:
+        return command, container.args
+    if not command and not container.args:
+        raise BuildError(
+            f"the 'trainer' container needs a command (e.g. [python, train.py]): the operator runs it under {LAUNCHER}"
+        )
+    return [LAUNCHER, "--no-python", *command], container.args
+
+
+def rdzv_conf(job: ElasticJob) -> str:
+    r = job.spec.rendezvous
+    return (
+        f"join_timeout={r.join_timeout_seconds},last_call_timeout={r.last_call_timeout_seconds},"
+        f"close_timeout={r.close_timeout_seconds},heartbeat_timeout={r.heartbeat_timeout_seconds}"
+    )
+
+
+def launcher_env(job: ElasticJob) -> list[dict[str, Any]]:
+    """The environment that configures `elasticjob-launch` in a worker pod (torchrun's PET_* names)."""
+
+    def field(path: str) -> dict[str, Any]:
+        return {"fieldRef": {"fieldPath": path}}
+
+    spec = job.spec
+    return [
+        {"name": "PET_NNODES", "value": f"{spec.min_replicas}:{spec.max_replicas}"},
+        {"name": "PET_NPROC_PER_NODE", "value": str(resolve_nproc(job))},
+        {"name": "PET_RDZV_BACKEND", "value": "c10d"},
+        {"name": "PET_RDZV_ENDPOINT", "value": naming.store_endpoint(job)},
+        {"name": "PET_RDZV_ID", "value": job.uid},
+        {"name": "PET_RDZV_CONF", "value": rdzv_conf(job)},
+        {"name": "PET_MAX_RESTARTS", "value": str(spec.max_restarts)},
+        {"name": "PET_NUMA_BINDING", "value": spec.pinning.value},
+        {"name": "ELASTICJOB_NAME", "value": job.name},
+        {"name": "ELASTICJOB_NAMESPACE", "valueFrom": field("metadata.namespace")},
+        {"name": "ELASTICJOB_POD_NAME", "valueFrom": field("metadata.name")},
+        {"name": "ELASTICJOB_NODE_NAME", "valueFrom": field("spec.nodeName")},
+    ]
+
+
+def _guaranteed(resources: dict[str, Any]) -> dict[str, Any]:
+    """Requests = limits with an integer CPU count, so the static CPU manager grants whole cores."""
+    limits = dict(resources.get("limits") or {})
+    requests = dict(resources.get("requests") or {})
+    merged = {**requests, **limits}
+    if "cpu" not in merged or "memory" not in merged:
+        raise BuildError("guaranteedQoS needs cpu and memory in the trainer's resources (requests or limits)")
+    merged["cpu"] = str(math.ceil(_cpu_quantity(str(merged["cpu"]))))
+    return {"requests": dict(merged), "limits": dict(merged)}
+
+
+def _cpu_quantity(text: str) -> float:
+    if text.endswith("m"):
+        return int(text[:-1]) / 1000
+    return float(text)
+
+
+def _scheduling(job: ElasticJob, pod_spec: dict[str, Any]) -> None:
+    sched = job.spec.scheduling
+    if sched.scheduler_name:
+        pod_spec["schedulerName"] = sched.scheduler_name
+    if sched.priority_class_name:
+        pod_spec["priorityClassName"] = sched.priority_class_name
+
+
+def _metadata(job: ElasticJob, name: str, labels: dict[str, str], annotations: dict[str, str]) -> Manifest:
+    meta: Manifest = {"name": name, "namespace": job.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    meta["ownerReferences"] = [naming.owner_reference(job)]
+    return meta
+
+
+def build_worker_pod(job: ElasticJob, index: int) -> Manifest:
+    """Worker pod `<job>-worker-<index>`: the template, with the trainer run under the launcher."""
+    template = job.spec.template.model_dump(by_alias=True, exclude_none=True)
+    template_meta = template.get("metadata") or {}
+    labels = {
+        **(template_meta.get("labels") or {}),
+        **naming.job_labels(job, naming.ROLE_WORKER),
+        naming.LABEL_INDEX: str(index),
+    }
+    annotations = dict(template_meta.get("annotations") or {})
+    pod_spec: dict[str, Any] = copy.deepcopy(template["spec"])
+    ours = {e["name"] for e in launcher_env(job)}
+    for container in pod_spec["containers"]:
+        if container["name"] != TRAINER_CONTAINER:
+            continue
+        command, args = launcher_command(job.spec.template.trainer())
+        container["command"] = command
+        if args is not None:
+            container["args"] = list(args)
+        user_env = [e for e in container.get("env", []) if e.get("name") not in ours]
+        container["env"] = user_env + launcher_env(job)
+        if job.spec.guaranteed_qos and job.spec.pinning != PinningMode.NONE:
+            container["resources"] = _guaranteed(container.get("resources") or {})
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["serviceAccountName"] = naming.service_account_name(job)
+    pod_spec["automountServiceAccountToken"] = True
+    _scheduling(job, pod_spec)
+    if job.spec.scheduling.gang:
+        group = pod_group_name(job)
+        annotations["scheduling.k8s.io/group-name"] = group
+        labels["scheduling.x-k8s.io/pod-group"] = group
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(job, naming.worker_pod_name(job, index), labels, annotations),
+        "spec": pod_spec,
+    }
+
+
+def _restricted_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": STORE_RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_store_pod(job: ElasticJob, generation: int) -> Manifest:
+    """The c10d store pod of one store generation, run by the launcher in store mode.
+
+    It uses the trainer's image and placement (nodeSelector, tolerations, affinity), so it lands
+    where that image is available; it needs no GPU.
+    """
+    template = job.spec.template.model_dump(by_alias=True, exclude_none=True)
+    trainer = next(c for c in template["spec"]["containers"] if c["name"] == TRAINER_CONTAINER)
+    port = job.spec.rendezvous.port
+    health = naming.STORE_HEALTH_PORT
+    probe = {"httpGet": {"path": "/healthz", "port": health}, "periodSeconds": 2, "timeoutSeconds": 2}
+    container: dict[str, Any] = {
+        "name": "store",
+        "command": [
+            LAUNCHER,
+            "store",
+            "--port",
+            str(port),
+            "--health-port",
+            str(health),
+            "--generation",
+            str(generation),
+        ],
+        "env": [{"name": "ELASTICJOB_STORE_GENERATION", "value": str(generation)}],
+        "ports": [
+            {"name": "c10d", "containerPort": port, "protocol": "TCP"},
+            {"name": "health", "containerPort": health, "protocol": "TCP"},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "failureThreshold": 5},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": _restricted_security_context(),
+    }
+    for key in ("image", "imagePullPolicy"):
+        if key in trainer:
+            container[key] = trainer[key]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        if key in template["spec"]:
+            pod_spec[key] = copy.deepcopy(template["spec"][key])
+    _scheduling(job, pod_spec)
+    labels = {**naming.job_labels(job, naming.ROLE_STORE), naming.LABEL_GENERATION: str(generation)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(job, naming.store_pod_name(job, generation), labels, {}),
+        "spec": pod_spec,
+    }
+
+
+def build_store_service(job: ElasticJob) -> Manifest:
+    """Service `<job>-rdzv`: the stable name agents rendezvous through, whatever the store generation."""
+    port = job.spec.rendezvous.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, naming.store_service_name(job), naming.job_labels(job, naming.ROLE_STORE), {}),
+        "spec": {
+            "selector": naming.job_labels(job, naming.ROLE_STORE),
+            "ports": [{"name": "c10d", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_rbac(job: ElasticJob) -> list[Manifest]:
+    """ServiceAccount, Role and RoleBinding: the job's pods may get/patch only this job's status."""
+    name = naming.service_account_name(job)
+    labels = naming.job_labels(job)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(job, name, labels, {}),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(job, name, labels, {}),
+            "rules": [
+                {
+                    "apiGroups": ["elasticjob.io"],
+                    "resources": ["elasticjobs/status"],
+                    "resourceNames": [job.name],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(job, name, labels, {}),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.namespace}],
+        },
+    ]
+
+
+def pod_group_name(job: ElasticJob) -> str:
+    return f"{job.name}-workers"
+
+
+def build_pod_group(job: ElasticJob) -> Manifest | None:
+    """A PodGroup for gang scheduling (Volcano for schedulerName `volcano`, else scheduler-plugins)."""
+    sched = job.spec.scheduling
+    if not sched.gang:
+        return None
+    api_version = (
+        "scheduling.volcano.sh/v1beta1" if sched.scheduler_name == "volcano" else "scheduling.x-k8s.io/v1alpha1"
+    )
+    return {
+        "apiVersion": api_version,
+        "kind": "PodGroup",
+        "metadata": _metadata(job, pod_group_name(job), naming.job_labels(job), {}),
+        "spec": {"minMember": job.spec.min_replicas},
+    }
+
+
+def build_owned_objects(job: ElasticJob) -> list[Manifest]:
+    """Everything a job owns besides its pods: RBAC, the store Service, the optional PodGroup."""
+    objects = [*build_rbac(job), build_store_service(job)]
+    group = build_pod_group(job)
+    if group is not None:
+        objects.append(group)
+    return objects

@@ -1,0 +1,175 @@
+"""kopf handlers for ElasticJob: validate into the typed model, plan with pure functions, then act.
+
+Every handler for a job ends in `reconcile`, which is safe to run at any time and any number of
+times: it reads the job's pods from an in-memory kopf index (no list calls), asks the planner
+what to do, creates/deletes what the plan says and writes the status through kopf's patch.
+A periodic timer drives it; create and spec-update handlers run it at once so `kubectl scale`
+takes effect without waiting for the timer. An invalid object gets a Failed condition with the
+validation message; no handler raises on it, so one bad object never stalls the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
+from pydantic import ValidationError
+
+from elasticjob_operator import builders, naming
+from elasticjob_operator.builders import BuildError
+from elasticjob_operator.conditions import set_phase_conditions
+from elasticjob_operator.kube import Kube
+from elasticjob_operator.planner import Observed, PlannerSettings, plan
+
+RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
+NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30"))
+RETRY_BACKOFF = 2.0
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(uid: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(uid, threading.Lock())
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf settings tuned for recovery in seconds, and the shared API clients."""
+    prefix = GROUP
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.reconnect_backoff = 1.0
+    settings.batching.error_delays = [1, 2, 5, 10]
+    settings.execution.max_workers = int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8"))
+    memo.kube = Kube()
+    memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
+
+
+@kopf.index("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER})
+def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    job = labels.get(naming.LABEL_JOB)
+    return {(namespace, job): dict(body)} if job else {}
+
+
+@kopf.index("nodes")
+def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, datetime | None]:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            if cond.get("status") == "True":
+                return {name: None}
+            since = cond.get("lastTransitionTime")
+            return {name: datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if since else None}
+    return {name: None}
+
+
+def _latest(values: Iterable[Any]) -> Any:
+    last = None
+    for value in values:
+        last = value
+    return last
+
+
+def _differs(new: Any, old: Any) -> bool:
+    """Whether merging `new` into `old` would change anything (so unchanged status is not re-sent)."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return any(_differs(v, old.get(k)) for k, v in new.items())
+    return bool(new != old)
+
+
+def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
+    status = body.get("status") or {}
+    if status.get("phase") == Phase.FAILED.value:
+        return
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch.status["phase"] = Phase.FAILED.value
+    patch.status["conditions"] = set_phase_conditions(
+        status.get("conditions") or [], Phase.FAILED, "InvalidSpec", message, now
+    )
+    patch.status["completionTime"] = now
+    kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1000])
+
+
+def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    pods_by_job: kopf.Index[Any, Any],
+    nodes_not_ready: kopf.Index[str, datetime | None],
+    logger: logging.Logger | kopf.ObjectLogger,
+) -> None:
+    try:
+        job = ElasticJob.model_validate(dict(body))
+    except ValidationError as exc:
+        _invalid(body, patch, f"invalid spec: {exc}")
+        return
+    with _lock_for(job.uid):
+        observed = Observed(
+            pods=list(pods_by_job.get((job.namespace, job.name), [])),
+            nodes_not_ready_since={
+                node: since for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None
+            },
+            now=datetime.now(UTC),
+        )
+        try:
+            decided = plan(job, observed, memo.settings)
+        except BuildError as exc:
+            _invalid(body, patch, str(exc))
+            return
+        kube: Kube = memo.kube
+        if decided.create:
+            for obj in builders.build_owned_objects(job):
+                problem = kube.create_optional(obj)
+                if problem:
+                    logger.warning("gang scheduling unavailable: %s", problem)
+        for manifest in decided.create:
+            if kube.create(manifest):
+                logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
+        for deletion in decided.delete:
+            kube.delete_pod(job.namespace, deletion)
+            logger.info("deleted pod %s (%s)", deletion.name, deletion.reason)
+        for event in decided.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if decided.delete_job:
+            kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)
+            return
+        previous = body.get("status") or {}
+        changed = {k: v for k, v in decided.status.items() if _differs(v, previous.get(k))}
+        if changed:
+            patch.status.update(changed)
+
+
+def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
+    reconcile(
+        kwargs["body"],
+        kwargs["patch"],
+        kwargs["memo"],
+        kwargs["pods_by_job"],
+        kwargs["nodes_not_ready"],
+        kwargs["logger"],
+    )
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
+def reconcile_timer(**kwargs: Any) -> None:
+    """Periodic reconcile: the safety net that notices pod and node changes."""
+    _reconcile_kwargs(kwargs)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF)
+def reconcile_now(**kwargs: Any) -> None:
+    """Reconcile at once on creation and on spec changes (`kubectl scale`, suspend)."""
+    _reconcile_kwargs(kwargs)

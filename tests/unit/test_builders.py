@@ -1,0 +1,88 @@
+"""Builders against golden YAML files in tests/data/golden (ELASTICJOB_UPDATE_GOLDEN=1 rewrites them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from elasticjob_api.models import ElasticJob
+from elasticjob_operator import builders
+
+from .conftest import make_job
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+
+
+def check_golden(name: str, objects: Any) -> None:
+    text = yaml.safe_dump(objects, sort_keys=True, width=120)
+    path = GOLDEN / name
+    if os.environ.get("ELASTICJOB_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}: run with ELASTICJOB_UPDATE_GOLDEN=1"
+    assert yaml.safe_load(path.read_text()) == objects, f"{name} differs from the golden file"
+
+
+def test_worker_pod_golden(job_body: dict[str, Any]) -> None:
+    check_golden("worker-pod.yaml", builders.build_worker_pod(ElasticJob.model_validate(job_body), 1))
+
+
+def test_store_pod_golden(job_body: dict[str, Any]) -> None:
+    check_golden("store-pod.yaml", builders.build_store_pod(ElasticJob.model_validate(job_body), 3))
+
+
+def test_owned_objects_golden() -> None:
+    job = ElasticJob.model_validate(make_job({"scheduling": {"gang": True, "schedulerName": "volcano"}}))
+    check_golden("owned-objects.yaml", builders.build_owned_objects(job))
+
+
+def test_pinned_guaranteed_worker_golden() -> None:
+    job = ElasticJob.model_validate(make_job({"pinning": "exclusive", "guaranteedQos": True, "nprocPerNode": "auto"}))
+    check_golden("worker-pod-pinned.yaml", builders.build_worker_pod(job, 0))
+
+
+def test_user_env_cannot_override_launcher_env(job_body: dict[str, Any]) -> None:
+    pod = builders.build_worker_pod(ElasticJob.model_validate(job_body), 0)
+    env = pod["spec"]["containers"][0]["env"]
+    nnodes = [e["value"] for e in env if e["name"] == "PET_NNODES"]
+    assert nnodes == ["1:3"]
+    assert {"name": "A", "value": "1"} in env
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["python", "train.py"], ["elasticjob-launch", "--no-python", "python", "train.py"]),
+        (["torchrun", "--nproc-per-node", "2", "t.py"], ["torchrun", "--nproc-per-node", "2", "t.py"]),
+        (["/usr/bin/elasticjob-launch", "t.py"], ["/usr/bin/elasticjob-launch", "t.py"]),
+    ],
+)
+def test_launcher_command_respects_existing_launchers(command: list[str], expected: list[str]) -> None:
+    job = make_job()
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = command
+    pod = builders.build_worker_pod(ElasticJob.model_validate(job), 0)
+    assert pod["spec"]["containers"][0]["command"] == expected
+
+
+def test_trainer_without_command_is_a_build_error() -> None:
+    job = make_job()
+    del job["spec"]["template"]["spec"]["containers"][0]["command"]
+    del job["spec"]["template"]["spec"]["containers"][0]["args"]
+    with pytest.raises(builders.BuildError, match="needs a command"):
+        builders.build_worker_pod(ElasticJob.model_validate(job), 0)
+
+
+def test_nproc_auto_counts_gpus() -> None:
+    job = make_job({"nprocPerNode": "auto"})
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 4}}
+    assert builders.resolve_nproc(ElasticJob.model_validate(job)) == 4
+    assert builders.resolve_nproc(ElasticJob.model_validate(make_job({"nprocPerNode": "auto"}))) == 1
+
+
+def test_guaranteed_qos_needs_cpu_and_memory() -> None:
+    job = make_job({"pinning": "node", "guaranteedQos": True})
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "2"}}
+    with pytest.raises(builders.BuildError, match="cpu and memory"):
+        builders.build_worker_pod(ElasticJob.model_validate(job), 0)

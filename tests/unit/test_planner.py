@@ -1,0 +1,259 @@
+"""The planner: pods in every phase and mix -> actions and status (no cluster, no clock)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from elasticjob_api.models import ElasticJob
+from elasticjob_operator import builders
+from elasticjob_operator.planner import Observed, Plan, plan
+
+from .conftest import make_job
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+ISO = "2026-01-01T11:59:00Z"
+
+
+def job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> ElasticJob:
+    return ElasticJob.model_validate(make_job(spec, status))
+
+
+def worker(j: ElasticJob, index: int, phase: str = "Running", *, ready: bool = True, **extra: Any) -> dict[str, Any]:
+    pod = builders.build_worker_pod(j, index)
+    pod["spec"]["nodeName"] = extra.pop("node", "node-a")
+    pod["status"] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready and phase == "Running" else "False"}],
+        **extra,
+    }
+    return pod
+
+
+def store(j: ElasticJob, generation: int = 1, phase: str = "Running", *, ready: bool = True) -> dict[str, Any]:
+    pod = builders.build_store_pod(j, generation)
+    pod["spec"]["nodeName"] = "node-a"
+    pod["status"] = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return pod
+
+
+def terminated(exit_code: int, reason: str = "Error") -> dict[str, Any]:
+    return {
+        "containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code, "reason": reason}}}]
+    }
+
+
+def run(j: ElasticJob, pods: list[dict[str, Any]], not_ready: dict[str, datetime] | None = None) -> Plan:
+    return plan(j, Observed(pods=pods, nodes_not_ready_since=not_ready or {}, now=NOW))
+
+
+def names(manifests: list[dict[str, Any]]) -> list[str]:
+    return [m["metadata"]["name"] for m in manifests]
+
+
+def running_status(**extra: Any) -> dict[str, Any]:
+    return {
+        "phase": "Running",
+        "workerIndices": [0, 1],
+        "startTime": ISO,
+        "rendezvous": {"storeGeneration": 1},
+        **extra,
+    }
+
+
+def test_new_job_creates_store_and_workers() -> None:
+    p = run(job(), [])
+    assert names(p.create) == ["mnist-rdzv-g1", "mnist-worker-0", "mnist-worker-1"]
+    assert p.status["phase"] == "Created"
+    assert p.status["selector"] == "elasticjob.io/job-name=mnist,elasticjob.io/role=worker"
+    assert p.status["startTime"] == "2026-01-01T12:00:00Z"
+
+
+def test_all_running_is_running_and_idempotent() -> None:
+    j = job(status=running_status())
+    pods = [store(j), worker(j, 0), worker(j, 1)]
+    p = run(j, pods)
+    assert p.create == [] and p.delete == []
+    assert p.status["phase"] == "Running"
+    assert p.status["replicas"] == 2 and p.status["readyReplicas"] == 2
+    assert run(j, pods).status == p.status
+
+
+def test_pending_workers_wait_with_the_schedulers_reason() -> None:
+    j = job({"minReplicas": 2}, status=running_status())
+    pending = worker(j, 1, "Pending")
+    pending["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        }
+    ]
+    p = run(j, [store(j), worker(j, 0), pending])
+    assert p.status["phase"] == "WaitingForRendezvous"
+    cond = next(c for c in p.status["conditions"] if c["type"] == "WaitingForRendezvous")
+    assert "mnist-worker-1: Pending: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in cond["message"]
+
+
+def test_scale_down_drains_highest_indices() -> None:
+    j = job({"replicas": 1}, status=running_status())
+    p = run(j, [store(j), worker(j, 0), worker(j, 1)])
+    assert [(d.name, d.grace_seconds) for d in p.delete] == [("mnist-worker-1", None)]
+    assert p.status["phase"] == "Scaling"
+    assert [e.reason for e in p.events] == ["ScalingDown"]
+    assert p.status["replacements"] == 0
+
+
+def test_scale_up_creates_missing_indices() -> None:
+    j = job({"replicas": 3}, status=running_status())
+    p = run(j, [store(j), worker(j, 0), worker(j, 1)])
+    assert names(p.create) == ["mnist-worker-2"]
+    assert p.status["phase"] == "Scaling"
+    assert [e.reason for e in p.events] == ["ScalingUp"]
+
+
+def test_deleted_worker_is_replaced_and_counted() -> None:
+    j = job(status=running_status())
+    p = run(j, [store(j), worker(j, 0)])
+    assert names(p.create) == ["mnist-worker-1"]
+    assert p.status["replacements"] == 1
+    assert {e.reason for e in p.events} == {"WorkerLost", "ReplacingWorker"}
+
+
+def test_terminating_worker_name_is_not_reused_until_gone() -> None:
+    j = job(status=running_status())
+    gone = worker(j, 1)
+    gone["metadata"]["deletionTimestamp"] = ISO
+    p = run(j, [store(j), worker(j, 0), gone])
+    assert p.create == []
+    assert p.status["replacements"] == 1
+
+
+def test_retryable_failure_replaces_pod() -> None:
+    j = job(status=running_status())
+    failed = worker(j, 1, "Failed", **terminated(75))
+    p = run(j, [store(j), worker(j, 0), failed])
+    assert [(d.name, d.grace_seconds) for d in p.delete] == [("mnist-worker-1", 0)]
+    assert p.status["replacements"] == 1
+    assert p.status["phase"] != "Failed"
+
+
+def test_user_error_fails_the_job_and_cleans_running_pods() -> None:
+    j = job(status=running_status())
+    failed = worker(j, 1, "Failed", **terminated(3))
+    p = run(j, [store(j), worker(j, 0), failed])
+    assert p.status["phase"] == "Failed"
+    cond = next(c for c in p.status["conditions"] if c["type"] == "Failed")
+    assert cond["reason"] == "UserError" and "exit code 3" in cond["message"]
+    # cleanPodPolicy Running: the running store and worker go, the failed pod stays for its logs
+    assert sorted(d.name for d in p.delete) == ["mnist-rdzv-g1", "mnist-worker-0"]
+    assert p.create == []
+
+
+def test_oom_killed_fails_by_default_but_rules_can_retry() -> None:
+    j = job(status=running_status())
+    oom = worker(j, 1, "Failed", **terminated(137, "OOMKilled"))
+    assert run(j, [store(j), worker(j, 0), oom]).status["phase"] == "Failed"
+    j2 = job({"failurePolicy": {"rules": [{"failureClass": "OOMKilled", "action": "Retry"}]}}, status=running_status())
+    oom2 = worker(j2, 1, "Failed", **terminated(137, "OOMKilled"))
+    assert run(j2, [store(j2), worker(j2, 0), oom2]).status["phase"] != "Failed"
+
+
+def test_backoff_limit_exceeded_fails() -> None:
+    j = job({"failurePolicy": {"backoffLimit": 1}}, status=running_status(replacements=1))
+    p = run(j, [store(j), worker(j, 0)])
+    assert p.status["phase"] == "Failed"
+    failed = next(c for c in p.status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded" and "backoffLimit is 1" in failed["message"]
+
+
+def test_lost_store_is_recreated_with_next_generation() -> None:
+    j = job(status=running_status())
+    p = run(j, [worker(j, 0), worker(j, 1)])
+    assert names(p.create) == ["mnist-rdzv-g2"]
+    assert p.status["rendezvous"]["storeGeneration"] == 2
+    assert [e.reason for e in p.events] == ["StoreRecreated"]
+
+
+def test_store_generation_is_derived_from_pods_after_operator_restart() -> None:
+    j = job(status={"phase": "Running", "workerIndices": [0, 1], "startTime": ISO})
+    p = run(j, [store(j, 4), worker(j, 0), worker(j, 1)])
+    assert p.create == []
+    assert p.status["rendezvous"]["storeGeneration"] == 4
+
+
+def test_pod_on_lost_node_is_force_replaced_after_grace() -> None:
+    j = job(status=running_status())
+    pods = [store(j), worker(j, 0), worker(j, 1, node="node-b")]
+    early = run(j, pods, {"node-b": NOW - timedelta(seconds=5)})
+    assert early.delete == []
+    late = run(j, pods, {"node-b": NOW - timedelta(seconds=60)})
+    assert [(d.name, d.grace_seconds) for d in late.delete] == [("mnist-worker-1", 0)]
+    assert any("NodeLost" in e.message for e in late.events)
+
+
+def test_success_when_workers_succeeded() -> None:
+    j = job(status=running_status())
+    p = run(j, [store(j), worker(j, 0, "Succeeded"), worker(j, 1, "Succeeded")])
+    assert p.status["phase"] == "Succeeded"
+    assert p.status["completionTime"] == "2026-01-01T12:00:00Z"
+    assert [d.name for d in p.delete] == ["mnist-rdzv-g1"]
+    assert p.create == []
+
+
+def test_restarts_reported_by_launchers_are_aggregated() -> None:
+    workers = {
+        "mnist-worker-0": {"restarts": 2, "round": 3, "worldSize": 4},
+        "mnist-worker-1": {
+            "restarts": 2,
+            "round": 3,
+            "worldSize": 4,
+            "lastFailure": {"globalRank": 3, "exitCode": 1, "failureClass": "UserError", "time": ISO},
+        },
+    }
+    j = job(status=running_status(restarts={"total": 1, "workers": workers}))
+    p = run(j, [store(j), worker(j, 0), worker(j, 1)])
+    assert p.status["restarts"] == {"total": 2}
+    assert p.status["phase"] == "Restarting"
+    assert p.status["rendezvous"]["round"] == 3 and p.status["rendezvous"]["worldSize"] == 4
+    assert p.status["rendezvous"]["joinedNodes"] == ["mnist-worker-0", "mnist-worker-1"]
+    event = next(e for e in p.events if e.reason == "WorkerGroupRestarted")
+    assert "rank 3 exited with 1" in event.message
+
+
+def test_max_restarts_exceeded_fails() -> None:
+    workers = {"mnist-worker-0": {"restarts": 4}}
+    j = job({"maxRestarts": 3}, status=running_status(restarts={"total": 3, "workers": workers}))
+    assert run(j, [store(j), worker(j, 0), worker(j, 1)]).status["phase"] == "Failed"
+
+
+def test_suspend_deletes_pods() -> None:
+    j = job({"suspend": True}, status=running_status())
+    p = run(j, [store(j), worker(j, 0), worker(j, 1)])
+    assert len(p.delete) == 3 and p.status["phase"] == "Suspended"
+
+
+def test_deadline_exceeded_fails() -> None:
+    j = job({"activeDeadlineSeconds": 30}, status=running_status())
+    assert run(j, [store(j), worker(j, 0), worker(j, 1)]).status["phase"] == "Failed"
+
+
+def test_finished_job_ttl_deletes_job() -> None:
+    j = job(
+        {"ttlSecondsAfterFinished": 10},
+        status={"phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z"},
+    )
+    assert run(j, []).delete_job
+
+
+def test_clean_pod_policy_all_and_none() -> None:
+    for policy, expected in (("All", 2), ("None", 0)):
+        j = job({"cleanPodPolicy": policy}, status={"phase": "Failed"})
+        assert len(run(j, [store(j), worker(j, 0, "Failed")]).delete) == expected
+
+
+def test_conditions_keep_transition_times() -> None:
+    j = job(status=running_status(conditions=[{"type": "Running", "status": "True", "lastTransitionTime": ISO}]))
+    p = run(j, [store(j), worker(j, 0), worker(j, 1)])
+    running = next(c for c in p.status["conditions"] if c["type"] == "Running")
+    assert running["lastTransitionTime"] == ISO
