@@ -1,0 +1,61 @@
+# ElasticJob developer entry points. `make help` lists them.
+# The two commands of the README: `make demo` (set up everything and run the example on the
+# local control plane) and `make test` (every test: unit, launcher, local cluster, images, e2e).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PACKAGES := api/elasticjob_api operator/elasticjob_operator launcher/elasticjob_launcher localcluster/elasticjob_localcluster
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup lint test unit generate check-generated demo cluster-up cluster-down k8s-binaries images e2e bench bench-quick clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv with the project and its dev tools (pip's cache is used)
+
+lint: setup ## ruff, mypy --strict on the packages, the import contract
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(PACKAGES)
+	$(BIN)/lint-imports
+
+test: setup ## every test; starts the local control plane, builds what it needs
+	$(BIN)/pytest
+
+unit: setup ## the fast tests only (no cluster, no docker)
+	$(BIN)/pytest tests/unit
+
+generate: setup ## regenerate the CRD, the API reference, the examples and manifests/install.yaml
+	$(BIN)/python -m elasticjob_api.crd
+	$(BIN)/python -m elasticjob_api.apidoc
+	$(BIN)/python hack/render_examples.py
+	bash hack/render-install.sh
+
+k8s-binaries: ## build (or reuse) kube-apiserver, etcd, kubectl, helm... cached by version
+	bash hack/k8s/ensure.sh
+
+cluster-up: setup ## start the local control plane with 3 fake nodes; prints the KUBECONFIG
+	$(BIN)/python -m elasticjob_localcluster up
+
+cluster-down: setup ## stop the local control plane and remove everything it made
+	$(BIN)/python -m elasticjob_localcluster down
+
+demo: setup ## build/start the local control plane, helm-install the operator, run the CPU example
+	$(BIN)/python hack/demo.py
+
+images: ## build the operator and training images with Docker (starts dockerd if needed)
+	bash hack/docker/build-images.sh
+
+e2e: setup ## the end-to-end suite only (local control plane unless ELASTICJOB_E2E_KUBECONFIG is set)
+	$(BIN)/pytest tests/e2e
+
+clean: ## remove the venv and local cluster state (not the binary cache)
+	-$(BIN)/python -m elasticjob_localcluster down
+	rm -rf $(VENV) .cluster
