@@ -74,7 +74,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, CLASSES)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    ckpt_dir = Path(os.environ.get("CHECKPOINT_DIR", "/tmp/elasticjob-checkpoints"))
+    ckpt_dir = Path(os.environ.get("CHECKPOINT_DIR", "checkpoints"))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"rank-{os.environ.get('LOCAL_RANK', '0')}.pt"
     step = resume(ckpt, model, opt)

@@ -1,0 +1,153 @@
+"""The elastic agent: torch's LocalElasticAgent with job-wide restarts, draining and store recovery.
+
+Built on `torch.distributed.elastic` (rendezvous handler, WorkerSpec, LocalElasticAgent); what
+differs from `torch.distributed.launcher.api.launch_agent` and why:
+
+* **The stale-restart trap (pytorch#135712).** With TCP-store sharing (torch's default) the rank-0
+  agent's worker store is created once and reused by every later round, while workers assume a
+  fresh store per attempt (`_create_c10d_store`: "We create a new TCPStore for every retry so no
+  need to add prefix"). A restarted round therefore finds the previous round's keys (gloo's peer
+  addresses, init counters) and connects to dead peers. On top, agents count restarts locally:
+  the agent whose worker failed counts one, the others restart as a "membership change" and
+  count none, so `TORCHELASTIC_RESTART_COUNT` and the restart budget drift apart. Fix: every
+  round gets a fresh worker store (`TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`, set before the
+  handler is created) and restarts are counted job-wide in the rendezvous store, once per round
+  (`JobCounters.count_fault`), so every agent agrees on the count and on the budget.
+* **Draining.** SIGTERM (scale-down) marks the current round as drained, stops the workers and
+  leaves *without* closing the rendezvous; the survivors' next restart is not counted as a fault.
+  Only a finished run (success, or the budget spent) closes the rendezvous.
+* **Store loss.** If the store stops answering, workers are stopped and the caller waits for the
+  store to come back; a new store generation means a new rendezvous id.
+
+Limits: one role per agent (as torchrun); reading the rendezvous round uses the dynamic
+handler's state holder, present in torch >= 2.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch.distributed import Store
+from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, WorkerState
+from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousStateError
+
+log = logging.getLogger(__name__)
+
+
+class StoreLost(RuntimeError):
+    """The rendezvous store stopped answering while workers ran."""
+
+
+class JobCounters:
+    """Job-wide bookkeeping in the rendezvous store, shared by every agent of a run."""
+
+    def __init__(self, store: Store, floor: int = 0) -> None:
+        self.store = store
+        if floor:
+            self.raise_to(floor)
+
+    def restarts(self) -> int:
+        return int(self.store.add("restarts", 0))
+
+    def raise_to(self, floor: int) -> None:
+        """After a store restart: carry the count over (the largest any agent remembers)."""
+        current = self.restarts()
+        while current < floor:
+            got = self.store.compare_set("restarts", str(current), str(floor)).decode()
+            current = int(got) if got.isdigit() else self.restarts()
+
+    def mark_drain(self, round_: int) -> None:
+        self.store.add(f"drain/{round_}", 1)
+
+    def count_fault(self, round_: int) -> tuple[int, bool]:
+        """Count a worker-group fault of `round_` once job-wide; (total, whether it counted)."""
+        if int(self.store.add(f"drain/{round_}", 0)) > 0:
+            return self.restarts(), False
+        if int(self.store.add(f"fault/{round_}", 1)) == 1:
+            return int(self.store.add("restarts", 1)), True
+        return self.restarts(), False
+
+
+@dataclass
+class Hooks:
+    """Callbacks for status reporting; they must not raise."""
+
+    on_round: Callable[[int, int, int, int], None]  # (round, world size, node rank, restarts)
+    on_failure: Callable[[RunResult, int, int], None]  # (result, round, restarts)
+
+
+def _round_of(handler: Any) -> int:
+    holder = getattr(handler, "_state_holder", None)
+    state = getattr(holder, "state", None)
+    return int(getattr(state, "round", 0))
+
+
+class ElasticJobAgent(LocalElasticAgent):
+    """LocalElasticAgent whose restart budget and restart count are job-wide."""
+
+    def __init__(self, *args: Any, counters: JobCounters, hooks: Hooks, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counters = counters
+        self.hooks = hooks
+        self.round = 0
+        self.drained = False
+
+    def _rendezvous(self, worker_group: WorkerGroup) -> None:
+        super()._rendezvous(worker_group)
+        self.round = _round_of(worker_group.spec.rdzv_handler)
+        restarts = self.counters.restarts()
+        # TORCHELASTIC_RESTART_COUNT = max_restarts - remaining: now the job-wide count everywhere
+        self._remaining_restarts = worker_group.spec.max_restarts - restarts
+        world = (worker_group.group_world_size or 1) * worker_group.spec.local_world_size
+        self.hooks.on_round(self.round, world, worker_group.group_rank or 0, restarts)
+
+    def _invoke_run(self, role: str = "default") -> RunResult:
+        group = self._worker_group
+        spec = group.spec
+        self._initialize_workers(group)
+        try:
+            while True:
+                time.sleep(spec.monitor_interval)
+                result = self._monitor_workers(group)
+                group.state = result.state
+                if result.state == WorkerState.SUCCEEDED:
+                    self._exit_barrier()
+                    return result
+                if result.state in {WorkerState.UNHEALTHY, WorkerState.FAILED}:
+                    total, counted = self.counters.count_fault(self.round)
+                    self.hooks.on_failure(result, self.round, total)
+                    if total > spec.max_restarts:
+                        log.error("worker group failed; job-wide restarts %d > max %d", total, spec.max_restarts)
+                        self._stop_workers(group)
+                        group.state = WorkerState.FAILED
+                        return result
+                    log.info(
+                        "worker group %s in round %d; job-wide restart %d/%d%s",
+                        result.state.name,
+                        self.round,
+                        total,
+                        spec.max_restarts,
+                        "" if counted else " (already counted by another agent, or a drain)",
+                    )
+                    self._restart_workers(group)
+                elif result.state == WorkerState.HEALTHY:
+                    try:
+                        waiting = spec.rdzv_handler.num_nodes_waiting()
+                    except (RendezvousConnectionError, RendezvousStateError, RuntimeError) as exc:
+                        raise StoreLost(str(exc)) from exc
+                    if waiting > 0:
+                        log.info("%d agents waiting to join; starting round %d+1", waiting, self.round)
+                        self._restart_workers(group)
+        except SignalException:
+            self.drained = True
+            try:
+                self.counters.mark_drain(self.round)
+            except RuntimeError as exc:
+                log.warning("could not mark the drain in the store: %s", exc)
+            raise
