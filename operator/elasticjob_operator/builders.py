@@ -77,6 +77,8 @@ def launcher_env(job: ElasticJob) -> list[dict[str, Any]]:
         {"name": "PET_RDZV_CONF", "value": rdzv_conf(job)},
         {"name": "PET_MAX_RESTARTS", "value": str(spec.max_restarts)},
         {"name": "PET_NUMA_BINDING", "value": spec.pinning.value},
+        # the address other agents reach this one at: pod hostnames do not resolve across pods
+        {"name": "PET_LOCAL_ADDR", "valueFrom": field("status.podIP")},
         {"name": "ELASTICJOB_NAME", "value": job.name},
         {"name": "ELASTICJOB_NAMESPACE", "valueFrom": field("metadata.namespace")},
         {"name": "ELASTICJOB_POD_NAME", "valueFrom": field("metadata.name")},

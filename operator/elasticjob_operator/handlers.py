@@ -134,13 +134,17 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
                 problem = kube.create_optional(obj)
                 if problem:
                     logger.warning("gang scheduling unavailable: %s", problem)
+        created = set()
         for manifest in decided.create:
             if kube.create(manifest):
+                created.add(manifest["metadata"]["name"])
                 logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
         for deletion in decided.delete:
             kube.delete_pod(job.namespace, deletion)
             logger.info("deleted pod %s (%s)", deletion.name, deletion.reason)
         for event in decided.events:
+            if event.creates and not created.intersection(event.creates):
+                continue  # another reconcile created them already
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         if decided.delete_job:
             kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)

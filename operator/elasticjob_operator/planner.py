@@ -59,6 +59,8 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    #: names of objects this event announces creating; posted only if one of them was created
+    creates: tuple[str, ...] = ()
 
 
 @dataclass
@@ -118,8 +120,8 @@ class _Planner:
         if all(d.name != name for d in self.plan.delete):
             self.plan.delete.append(Deletion(name, grace, reason))
 
-    def _event(self, type_: str, reason: str, message: str) -> None:
-        self.plan.events.append(Event(type_, reason, message))
+    def _event(self, type_: str, reason: str, message: str, creates: tuple[str, ...] = ()) -> None:
+        self.plan.events.append(Event(type_, reason, message, creates))
 
     def _fail(self, reason: str, message: str) -> None:
         if self.failure is None:
@@ -220,6 +222,7 @@ class _Planner:
                     "Warning",
                     "StoreRecreated",
                     f"rendezvous store generation {generation} was lost; starting generation {generation + 1}",
+                    (naming.store_pod_name(self.job, generation + 1),),
                 )
             generation += 1
             self.plan.create.append(builders.build_store_pod(self.job, generation))
@@ -248,15 +251,16 @@ class _Planner:
             self.plan.create.append(builders.build_worker_pod(self.job, i))
             (replaced if i in self.previous.worker_indices or i in w.failures else new).append(name)
         if new:
-            self._event("Normal", "ScalingUp", f"creating {', '.join(new)} (replicas {desired})")
+            self._event("Normal", "ScalingUp", f"creating {', '.join(new)} (replicas {desired})", tuple(new))
         if replaced:
-            self._event("Normal", "ReplacingWorker", f"creating {', '.join(replaced)} in place of lost pods")
+            self._event(
+                "Normal", "ReplacingWorker", f"creating {', '.join(replaced)} in place of lost pods", tuple(replaced)
+            )
 
     def rendezvous(self, generation: int, w: _Workers) -> dict[str, Any]:
+        members = {podinfo.name(p) for p in [*w.healthy.values(), *w.succeeded]}
         reports = {
-            name: r
-            for name, r in self.previous.restarts.workers.items()
-            if name in {podinfo.name(p) for p in w.healthy.values()} and r.round is not None
+            name: r for name, r in self.previous.restarts.workers.items() if name in members and r.round is not None
         }
         latest = max((r.round for r in reports.values() if r.round is not None), default=None)
         current = {n: r for n, r in reports.items() if r.round == latest}

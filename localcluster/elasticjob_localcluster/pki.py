@@ -1,0 +1,49 @@
+"""Certificates and keys for the local control plane, made with the `openssl` command.
+
+A CA, the API server's serving certificate (with the addresses pods and the host use), an admin
+client certificate (group system:masters) for the kubeconfig, and the service-account signing
+key pair. Limits: RSA 2048, valid 10 days; meant for throw-away test clusters only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def _run(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _sign(pki: Path, name: str, subject: str, extensions: str) -> None:
+    key, csr, ext = pki / f"{name}.key", pki / f"{name}.csr", pki / f"{name}.ext"
+    _run("genrsa", "-out", str(key), "2048")
+    _run("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
+    ext.write_text(extensions)
+    _run(
+        "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+        "-CAcreateserial", "-out", str(pki / f"{name}.crt"), "-days", "10", "-extfile", str(ext),
+    )  # fmt: skip
+
+
+def make_pki(pki: Path, server_ips: list[str]) -> None:
+    """Write everything into `pki` (idempotent: an existing CA is reused)."""
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "ca.crt").exists():
+        _run("genrsa", "-out", str(pki / "ca.key"), "2048")
+        _run(
+            "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-subj", "/CN=elasticjob-localcluster-ca",
+            "-days", "10", "-out", str(pki / "ca.crt"),
+        )  # fmt: skip
+    names = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "localhost",
+    ]
+    sans = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{ip}" for ip in server_ips)])
+    _sign(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
+    _sign(pki, "admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth\n")
+    _run("genrsa", "-out", str(pki / "sa.key"), "2048")
+    _run("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))

@@ -1,0 +1,432 @@
+"""Run one pod's containers as local processes and report its status (the kubelet's part).
+
+Each pod gets its own network namespace and IP, its volumes (emptyDir, hostPath, configMap,
+projected service-account token/CA/namespace, downwardAPI namespace) bound at their paths, and
+its containers started through `podinit`. Init containers run first, in order. Restart policy,
+httpGet readiness probes and deletion with grace periods (SIGTERM, then SIGKILL) are honoured;
+the container's termination message file (terminationMessagePath) is reported like a kubelet
+does. Limits: no images (commands run with the project's Python environment), no resource
+limits or securityContext enforcement, exec probes are not run (they count as passing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from elasticjob_localcluster import network
+
+log = logging.getLogger(__name__)
+SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Container:
+    spec: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: str | None = None
+    terminated: dict[str, Any] | None = None
+    last_terminated: dict[str, Any] | None = None
+    ready: bool = False
+    next_probe: float = 0.0
+    probe_failures: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+
+@dataclass
+class Settings:
+    state: Path
+    api_host: str
+    api_port: int
+    path_prefix: str  # put before PATH so `python`, `elasticjob-launch` resolve to the project env
+    simulate: bool = False
+
+
+@dataclass
+class PodRunner:
+    """One pod's life on a fake node, in its own thread."""
+
+    core: client.CoreV1Api
+    pod: dict[str, Any]
+    ip: str
+    settings: Settings
+    delete_requested: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        meta = self.pod["metadata"]
+        self.name, self.namespace, self.uid = meta["name"], meta["namespace"], meta["uid"]
+        self.netns = network.netns_name(self.uid)
+        self.dir = self.settings.state / "pods" / self.namespace / self.name
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"pod-{self.name}")
+        self._last_status: dict[str, Any] = {}
+
+    # --- API ------------------------------------------------------------------------------
+
+    def _patch_status(self, status: dict[str, Any]) -> None:
+        if status == self._last_status or self.lost.is_set():
+            return
+        try:
+            self.core.patch_namespaced_pod_status(self.name, self.namespace, {"status": status})
+            self._last_status = status
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("status of %s/%s: %s", self.namespace, self.name, exc.reason)
+
+    def _delete_object(self) -> None:
+        body = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=self.uid))
+        try:
+            self.core.delete_namespaced_pod(self.name, self.namespace, body=body)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("delete %s/%s: %s", self.namespace, self.name, exc.reason)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _volume_dirs(self) -> dict[str, Path]:
+        dirs: dict[str, Path] = {}
+        for vol in self.pod["spec"].get("volumes") or []:
+            path = self.dir / "volumes" / vol["name"]
+            if "hostPath" in vol:
+                path = Path(vol["hostPath"]["path"])
+                if vol["hostPath"].get("type", "") in ("", "DirectoryOrCreate"):
+                    path.mkdir(parents=True, exist_ok=True)
+            elif "emptyDir" in vol:
+                path.mkdir(parents=True, exist_ok=True)
+            elif "configMap" in vol:
+                path.mkdir(parents=True, exist_ok=True)
+                cm = self.core.read_namespaced_config_map(vol["configMap"]["name"], self.namespace)
+                for key, text in (cm.data or {}).items():
+                    (path / key).write_text(text)
+            elif "projected" in vol:
+                path.mkdir(parents=True, exist_ok=True)
+                self._projected(vol["projected"], path)
+            elif "secret" in vol:
+                path.mkdir(parents=True, exist_ok=True)
+                secret = self.core.read_namespaced_secret(vol["secret"]["secretName"], self.namespace)
+                import base64
+
+                for key, encoded in (secret.data or {}).items():
+                    (path / key).write_bytes(base64.b64decode(encoded))
+            else:
+                continue
+            dirs[vol["name"]] = path
+        return dirs
+
+    def _projected(self, projected: dict[str, Any], path: Path) -> None:
+        for source in projected.get("sources") or []:
+            if "serviceAccountToken" in source:
+                sat = source["serviceAccountToken"]
+                request = client.AuthenticationV1TokenRequest(
+                    spec=client.V1TokenRequestSpec(
+                        audiences=[sat["audience"]] if sat.get("audience") else [],
+                        expiration_seconds=sat.get("expirationSeconds", 3607),
+                        bound_object_ref=client.V1BoundObjectReference(kind="Pod", name=self.name, uid=self.uid),
+                    )
+                )
+                sa = self.pod["spec"].get("serviceAccountName", "default")
+                token = self.core.create_namespaced_service_account_token(sa, self.namespace, request)
+                if token.status is None:
+                    raise RuntimeError(f"no token issued for service account {sa}")
+                (path / sat.get("path", "token")).write_text(token.status.token)
+            elif "configMap" in source:
+                cm = self.core.read_namespaced_config_map(source["configMap"]["name"], self.namespace)
+                for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in cm.data or {}]:
+                    (path / item["path"]).write_text((cm.data or {}).get(item["key"], ""))
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items") or []:
+                    (path / item["path"]).write_text(self._field(item.get("fieldRef", {}).get("fieldPath", "")))
+
+    def _field(self, path: str) -> str:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        simple = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": spec.get("nodeName", ""),
+            "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+            "status.podIP": self.ip,
+            "status.hostIP": network.GATEWAY,
+        }
+        if path in simple:
+            return str(simple[path])
+        match = re.match(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if match:
+            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+        return ""
+
+    def _env(self, container: dict[str, Any]) -> dict[str, str]:
+        env = {
+            "PATH": f"{self.settings.path_prefix}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "HOSTNAME": self.name,
+            "KUBERNETES_SERVICE_HOST": self.settings.api_host,
+            "KUBERNETES_SERVICE_PORT": str(self.settings.api_port),
+            "LANG": "C.UTF-8",
+        }
+        for src in container.get("envFrom") or []:
+            if "configMapRef" in src:
+                cm = self.core.read_namespaced_config_map(src["configMapRef"]["name"], self.namespace)
+                env.update({src.get("prefix", "") + k: v for k, v in (cm.data or {}).items()})
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = re.sub(
+                    r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), item["value"]
+                )
+            elif "valueFrom" in item:
+                ref = item["valueFrom"]
+                if "fieldRef" in ref:
+                    env[item["name"]] = self._field(ref["fieldRef"]["fieldPath"])
+                elif "configMapKeyRef" in ref:
+                    cm = self.core.read_namespaced_config_map(ref["configMapKeyRef"]["name"], self.namespace)
+                    env[item["name"]] = (cm.data or {}).get(ref["configMapKeyRef"]["key"], "")
+        return env
+
+    # --- containers -----------------------------------------------------------------------
+
+    def _start(self, c: Container, volumes: dict[str, Path]) -> None:
+        spec = c.spec
+        command = [*(spec.get("command") or []), *(spec.get("args") or [])]
+        env = self._env(spec)
+        command = [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), a) for a in command]
+        cdir = self.dir / "containers" / c.name
+        cdir.mkdir(parents=True, exist_ok=True)
+        term = cdir / "termination-log"
+        term.write_text("")
+        mounts = [[str(volumes[m["name"]]), m["mountPath"], bool(m.get("readOnly"))]
+                  for m in spec.get("volumeMounts") or [] if m["name"] in volumes]  # fmt: skip
+        mounts.append([str(term), spec.get("terminationMessagePath", TERMINATION_LOG), False])
+        init = cdir / "init.json"
+        spec_json = {"mounts": mounts, "command": command, "env": env, "hostname": self.name}
+        init.write_text(json.dumps({**spec_json, "workingDir": spec.get("workingDir")}))
+        log_file = open(self.dir / f"{c.name}.log", "ab")  # noqa: SIM115 (kept open by the child)
+        if not command:
+            c.terminated = {
+                "exitCode": 128,
+                "reason": "ContainerCannotRun",
+                "message": "no command (images are not run)",
+            }
+            return
+        c.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, "unshare", "--uts",
+             sys.executable, "-m", "elasticjob_localcluster.podinit", str(init)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        log_file.close()
+        c.started_at, c.terminated, c.ready = now(), None, False
+        c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
+
+    def _reap(self, c: Container) -> None:
+        if c.proc is None or c.terminated is not None:
+            return
+        code = c.proc.poll()
+        if code is None:
+            return
+        term = self.dir / "containers" / c.name / "termination-log"
+        message = term.read_text(errors="replace")[-4096:] if term.exists() else ""
+        exit_code = code if code >= 0 else 128 - code
+        c.terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": c.started_at,
+            "finishedAt": now(),
+            **({"message": message} if message else {}),
+        }
+        c.ready = False
+
+    def _kill(self, containers: list[Container], grace: float) -> None:
+        live = [c for c in containers if c.proc is not None and c.proc.poll() is None]
+        for c in live:
+            if c.proc is not None:
+                with _suppress():
+                    os.kill(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(c.proc is not None and c.proc.poll() is None for c in live):
+            time.sleep(0.1)
+        for c in live:
+            if c.proc is not None:
+                with _suppress():
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait()
+                self._reap(c)
+
+    def _probe(self, c: Container) -> None:
+        probe = c.spec.get("readinessProbe")
+        if c.proc is None or c.terminated is not None:
+            return
+        if not probe:
+            c.ready = True
+            return
+        if time.monotonic() < c.next_probe:
+            return
+        c.next_probe = time.monotonic() + float(probe.get("periodSeconds", 10))
+        if "httpGet" not in probe:
+            c.ready = True
+            return
+        port = probe["httpGet"]["port"]
+        if isinstance(port, str):
+            port = next(p["containerPort"] for p in c.spec.get("ports") or [] if p.get("name") == port)
+        url = f"http://{self.ip}:{port}{probe['httpGet'].get('path', '/')}"
+        try:
+            with urllib.request.urlopen(url, timeout=float(probe.get("timeoutSeconds", 1))) as r:
+                ok = 200 <= r.status < 400
+        except OSError:
+            ok = False
+        c.ready = ok
+
+    # --- status ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _cstatus(c: Container) -> dict[str, Any]:
+        if c.terminated is not None:
+            state: dict[str, Any] = {"terminated": c.terminated}
+        elif c.proc is not None:
+            state = {"running": {"startedAt": c.started_at}}
+        else:
+            state = {"waiting": {"reason": "PodInitializing"}}
+        out = {"name": c.name, "state": state, "ready": c.ready, "restartCount": c.restarts,
+               "image": c.spec.get("image", ""), "imageID": "", "started": c.proc is not None}  # fmt: skip
+        if c.last_terminated:
+            out["lastState"] = {"terminated": c.last_terminated}
+        return out
+
+    def _status(self, phase: str, containers: list[Container], init_done: bool, started: str) -> dict[str, Any]:
+        ready = phase == "Running" and all(c.ready for c in containers)
+
+        def cond(kind: str, ok: bool) -> dict[str, Any]:
+            return {"type": kind, "status": "True" if ok else "False"}
+
+        return {
+            "phase": phase,
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "hostIP": network.GATEWAY,
+            "startTime": started,
+            "conditions": [
+                cond("PodScheduled", True),
+                cond("Initialized", init_done),
+                cond("ContainersReady", ready),
+                cond("Ready", ready),
+            ],
+            "containerStatuses": [self._cstatus(c) for c in containers],
+        }
+
+    # --- the pod's life -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._life()
+        except Exception:
+            log.exception("pod %s/%s failed in the node agent", self.namespace, self.name)
+        finally:
+            self.finished.set()
+
+    def _life(self) -> None:
+        started = now()
+        spec = self.pod["spec"]
+        grace = float(
+            self.pod["metadata"].get("deletionGracePeriodSeconds") or spec.get("terminationGracePeriodSeconds", 30)
+        )
+        if self.settings.simulate:
+            self._patch_status({"phase": "Running", "podIP": self.ip, "startTime": started, "conditions": [
+                {"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"},
+                {"type": "Initialized", "status": "True"}, {"type": "PodScheduled", "status": "True"}]})  # fmt: skip
+            self.delete_requested.wait()
+            self._delete_object()
+            return
+        search = f"{self.namespace}.svc.cluster.local svc.cluster.local cluster.local"
+        resolv = f"nameserver {network.GATEWAY}\nsearch {search}\noptions ndots:5\n"
+        hosts = f"127.0.0.1 localhost\n{self.ip} {self.name}\n"
+        network.create_pod_netns(self.netns, self.ip, {"resolv.conf": resolv, "hosts": hosts})
+        volumes = self._volume_dirs()
+        policy = spec.get("restartPolicy", "Always")
+        inits = [Container(c) for c in spec.get("initContainers") or []]
+        containers = [Container(c) for c in spec["containers"]]
+        self._patch_status(self._status("Pending", containers, False, started))
+        try:
+            for init in inits:
+                while not self.delete_requested.is_set() and not self.lost.is_set():
+                    self._start(init, volumes)
+                    while init.terminated is None and not self.delete_requested.is_set() and not self.lost.is_set():
+                        time.sleep(0.2)
+                        self._reap(init)
+                    if init.terminated and init.terminated["exitCode"] == 0:
+                        break
+                    if policy == "Never":
+                        self._patch_status(self._status("Failed", containers, False, started))
+                        self.delete_requested.wait()
+                        return
+                    init.restarts += 1
+                    time.sleep(1)
+            for c in containers:
+                self._start(c, volumes)
+            phase = "Running"
+            while not self.delete_requested.is_set():
+                if self.lost.is_set():
+                    self._kill(containers, 0)
+                    self.delete_requested.wait()
+                    return
+                for c in containers:
+                    self._reap(c)
+                    code = c.terminated["exitCode"] if c.terminated else None
+                    if code is not None and (policy == "Always" or (policy == "OnFailure" and code != 0)):
+                        c.last_terminated, c.restarts = c.terminated, c.restarts + 1
+                        time.sleep(min(10, c.restarts))
+                        self._start(c, volumes)
+                    self._probe(c)
+                if all(c.terminated is not None for c in containers):
+                    ok = all(c.terminated and c.terminated["exitCode"] == 0 for c in containers)
+                    phase = "Succeeded" if ok else "Failed"
+                self._patch_status(self._status(phase, containers, True, started))
+                if phase != "Running":
+                    self.delete_requested.wait()
+                    break
+                self.delete_requested.wait(0.3)
+        finally:
+            self._kill([*inits, *containers], 0 if self.lost.is_set() else grace)
+            network.delete_pod_netns(self.netns)
+        if not self.lost.is_set():
+            self._delete_object()
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)
+
+
+def cleanup_pod_dirs(state: Path) -> None:
+    pods = state / "pods"
+    if pods.exists():
+        shutil.rmtree(pods, ignore_errors=True)
