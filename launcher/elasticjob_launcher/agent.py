@@ -26,6 +26,7 @@ handler's state holder, present in torch >= 2.0.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ class Hooks:
     """Callbacks for status reporting; they must not raise."""
 
     on_round: Callable[[int, int, int, int], None]  # (round, world size, node rank, restarts)
-    on_failure: Callable[[RunResult, int, int], None]  # (result, round, restarts)
+    #: (result, round, restarts, stderr excerpt of a local rank)
+    on_failure: Callable[[RunResult, int, int, Callable[[int], str]], None]
 
 
 def _round_of(handler: Any) -> int:
@@ -97,6 +99,16 @@ class ElasticJobAgent(LocalElasticAgent):
         self.hooks = hooks
         self.round = 0
         self.drained = False
+
+    def stderr_tail(self, local_rank: int, limit: int = 2048) -> str:
+        """The end of a worker's stderr log, when it is teed or redirected to a file (--tee/--redirects 2)."""
+        paths = getattr(getattr(self, "_pcontext", None), "stderrs", None) or {}
+        path = paths.get(local_rank)
+        if not path or not os.path.isfile(path):
+            return ""
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - limit))
+            return f.read().decode(errors="replace")
 
     def _rendezvous(self, worker_group: WorkerGroup) -> None:
         super()._rendezvous(worker_group)
@@ -121,7 +133,7 @@ class ElasticJobAgent(LocalElasticAgent):
                     return result
                 if result.state in {WorkerState.UNHEALTHY, WorkerState.FAILED}:
                     total, counted = self.counters.count_fault(self.round)
-                    self.hooks.on_failure(result, self.round, total)
+                    self.hooks.on_failure(result, self.round, total, self.stderr_tail)
                     if total > spec.max_restarts:
                         log.error("worker group failed; job-wide restarts %d > max %d", total, spec.max_restarts)
                         self._stop_workers(group)

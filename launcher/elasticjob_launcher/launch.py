@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from elasticjob_api.exitcodes import ExitCode
@@ -40,8 +41,9 @@ log = logging.getLogger(__name__)
 class _Reporting:
     """Turns agent events into status entries for this pod."""
 
-    def __init__(self, sink: status.Reporter, binding: dict[str, Any] | None) -> None:
+    def __init__(self, sink: status.Reporter, binding: dict[str, Any] | None, max_restarts: int) -> None:
         self.sink = sink
+        self.max_restarts = max_restarts
         self.binding = binding
         self.restarts = 0
         self.round: int | None = None
@@ -63,12 +65,18 @@ class _Reporting:
         log.info("joined round %d as node %d; world size %d; job-wide restarts %d", round_, node_rank, world, restarts)
         self.sink.report(self._entry())
 
-    def on_failure(self, result: RunResult, round_: int, restarts: int) -> None:
-        self.restarts = restarts
+    def on_failure(self, result: RunResult, round_: int, restarts: int, stderr_tail: Callable[[int], str]) -> None:
+        # restarts done: the fault that spends the budget is not restarted
+        self.restarts = min(restarts, self.max_restarts)
         failure = None
         if result.failures:
             rank, first = min(result.failures.items(), key=lambda kv: kv[1].timestamp)
-            failure = status.failure_entry(rank, first.exitcode, str(first.message or ""))
+            # torchelastic's error file (written by @record) holds {"message": {"message": ..., "extraInfo": ...}}
+            recorded = isinstance((first.error_file_data or {}).get("message"), dict)
+            message = str(first.message or "") if recorded else ""
+            failure = status.failure_entry(
+                rank, first.exitcode, message or stderr_tail(first.local_rank) or str(first.message)
+            )
         self.sink.report(self._entry(failure))
 
 
@@ -147,7 +155,7 @@ def run(config: LauncherConfig, sink: status.Reporter | None = None) -> int:
         host, port = "127.0.0.1", server.port
     else:
         host, port = split_endpoint(config.rdzv_endpoint)
-    hooks = _Reporting(sink, None)
+    hooks = _Reporting(sink, None, config.max_restarts)
     try:
         while True:
             try:

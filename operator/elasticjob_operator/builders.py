@@ -77,6 +77,8 @@ def launcher_env(job: ElasticJob) -> list[dict[str, Any]]:
         {"name": "PET_RDZV_CONF", "value": rdzv_conf(job)},
         {"name": "PET_MAX_RESTARTS", "value": str(spec.max_restarts)},
         {"name": "PET_NUMA_BINDING", "value": spec.pinning.value},
+        # stderr to the pod log and to a file, so a failure report can quote the error
+        {"name": "PET_TEE", "value": "2"},
         # the address other agents reach this one at: pod hostnames do not resolve across pods
         {"name": "PET_LOCAL_ADDR", "valueFrom": field("status.podIP")},
         {"name": "ELASTICJOB_NAME", "value": job.name},

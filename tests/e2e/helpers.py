@@ -1,0 +1,131 @@
+"""Cluster-agnostic helpers of the e2e suite: kubectl and helm with the suite's KUBECONFIG, JSON
+results, and waits that print the job's story (status, Events, pod logs) when they time out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+@dataclass
+class Kube:
+    kubeconfig: Path
+    bin_dir: Path
+    #: where the local cluster keeps pod logs (None on another cluster: `kubectl logs` is used)
+    pod_logs: Path | None = None
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def apply(
+        self, objects: list[dict[str, Any]] | str, namespace: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = objects if isinstance(objects, str) else yaml.safe_dump_all(objects)
+        return self.run("apply", "-n", namespace, "-f", "-", input=text, check=check)
+
+    def with_token(self, token: str, path: Path) -> Kube:
+        """The same cluster, authenticated only by a bearer token (no client certificate)."""
+        config = yaml.safe_load(self.run("config", "view", "--raw", "--minify").stdout)
+        config["users"] = [{"name": "token", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "token"
+        path.write_text(yaml.safe_dump(config))
+        return Kube(path, self.bin_dir, self.pod_logs)
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    def pod_log(self, namespace: str, pod: str, container: str = "trainer") -> str:
+        if self.pod_logs is not None:
+            path = self.pod_logs / namespace / pod / f"{container}.log"
+            return path.read_text(errors="replace") if path.exists() else ""
+        return self.run("logs", "-n", namespace, pod, "-c", container, check=False).stdout
+
+    def story(self, namespace: str) -> str:
+        """The namespace's jobs, pods, Events and pod logs, for failure messages."""
+        parts = []
+        for job in self.json("get", "ej", "-n", namespace)["items"]:
+            parts.append(f"job {job['metadata']['name']}: {json.dumps(job.get('status'), indent=1)}")
+        events = self.json("get", "events", "-n", namespace)["items"]
+        parts += [
+            f"event {e.get('involvedObject', {}).get('name')}: {e.get('reason')}: {e.get('message')}" for e in events
+        ]
+        for pod in self.json("get", "pods", "-n", namespace)["items"]:
+            name = pod["metadata"]["name"]
+            parts.append(f"pod {name}: {pod.get('status', {}).get('phase')}")
+            for c in pod["spec"]["containers"]:
+                parts.append(f"--- log {name}/{c['name']}\n{self.pod_log(namespace, name, c['name'])[-3000:]}")
+        return "\n".join(parts)
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, describe: str, story: Callable[[], str]) -> T:
+    """Poll `predicate` until it returns something truthy; on timeout fail with the story."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {describe}\n{story()}")
+
+
+def example(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((REPO / "manifests" / "examples" / name).read_text()) if d]
+
+
+def job_manifests(
+    name: str,
+    *,
+    replicas: int = 2,
+    min_replicas: int = 1,
+    max_replicas: int | None = None,
+    steps: int = 300,
+    step_sleep: float = 0.02,
+    command: list[str] | None = None,
+    spec: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """A ConfigMap with the example training script and an ElasticJob running it."""
+    cm, job = example("mnist-cpu.yaml")
+    cm["metadata"]["name"] = f"{name}-script"
+    job["metadata"]["name"] = name
+    job["spec"].update(
+        minReplicas=min_replicas, maxReplicas=max_replicas or replicas, replicas=replicas, **(spec or {})
+    )
+    pod = job["spec"]["template"]["spec"]
+    pod["volumes"][0]["configMap"]["name"] = f"{name}-script"
+    trainer = pod["containers"][0]
+    trainer["command"] = command or ["python", "/opt/train/train.py", "--steps", str(steps)]
+    trainer["env"].append({"name": "STEP_SLEEP", "value": str(step_sleep)})
+    return [cm, job]
+
+
+def phase(kube: Kube, name: str, namespace: str) -> str | None:
+    job = kube.get("ej", name, namespace)
+    return (job or {}).get("status", {}).get("phase")

@@ -1,0 +1,139 @@
+"""The API as users meet it: validation at apply, printer columns, scale, garbage collection, RBAC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import OPERATOR_NS
+from .helpers import Kube, job_manifests, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def invalid(spec: dict[str, Any], name: str = "bad") -> list[dict[str, Any]]:
+    job = job_manifests(name)[1]
+    job["spec"].update(spec)
+    return [job]
+
+
+INVALID = {
+    "min > max": (
+        {"minReplicas": 3, "maxReplicas": 2, "replicas": 2},
+        "minReplicas must be less than or equal to maxReplicas",
+    ),
+    "replicas out of range": ({"replicas": 5}, "replicas must be between minReplicas and maxReplicas"),
+    "nproc < 1": ({"nprocPerNode": 0}, "nprocPerNode must be an integer >= 1 or the string 'auto'"),
+    "unknown pinning": ({"pinning": "magic"}, 'Unsupported value: "magic"'),
+    "bad port": ({"rendezvous": {"port": 70000}}, "should be less than or equal to 65535"),
+    "no trainer": (
+        {"template": {"spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}},
+        "must include a container named 'trainer'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_specs_are_rejected_with_the_rule_message(operator: Kube, namespace: str, case: str) -> None:
+    spec, message = INVALID[case]
+    result = operator.apply(invalid(spec), namespace, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert operator.get("ej", "bad", namespace) is None
+
+
+def test_long_name_is_rejected(operator: Kube, namespace: str) -> None:
+    result = operator.apply(invalid({}, name="x" * 41), namespace, check=False)
+    assert result.returncode != 0 and "at most 40 characters" in result.stderr
+
+
+def test_printer_columns_and_scale_subresource(operator: Kube, namespace: str) -> None:
+    operator.apply(job_manifests("cols", replicas=2, max_replicas=3, steps=100000, step_sleep=0.05), namespace)
+    wait_for(
+        lambda: (operator.get("ej", "cols", namespace) or {}).get("status", {}).get("rendezvous", {}).get("worldSize") == 4,
+        180, "world size 4", lambda: operator.story(namespace),
+    )  # fmt: skip
+    table = json.loads(
+        operator.run(
+            "get",
+            "--raw",
+            f"/apis/elasticjob.io/v1alpha1/namespaces/{namespace}/elasticjobs?includeObject=None",
+        ).stdout
+    )
+    assert table["kind"] == "ElasticJobList"  # the raw list; columns come from the CRD's table conversion:
+    columns = operator.json("get", "crd", "elasticjobs.elasticjob.io")["spec"]["versions"][0][
+        "additionalPrinterColumns"
+    ]
+    assert [c["name"] for c in columns] == ["Phase", "Replicas", "World", "Restarts", "Age"]
+    row = operator.run("get", "ej", "cols", "-n", namespace, "-o", "custom-columns=" + ",".join(
+        f"{c['name']}:{c['jsonPath']}" for c in columns[:4])).stdout.splitlines()[1].split()  # fmt: skip
+    assert row == ["Running", "2", "4", "0"]
+
+    operator.run("scale", "ej", "cols", "-n", namespace, "--replicas=1")
+    assert operator.get("ej", "cols", namespace)["spec"]["replicas"] == 1  # type: ignore[index]
+    scale = operator.json("get", "--subresource=scale", "ej", "cols", "-n", namespace)
+    assert scale["spec"]["replicas"] == 1
+    assert scale["status"]["selector"] == "elasticjob.io/job-name=cols,elasticjob.io/role=worker"
+    too_many = operator.run("scale", "ej", "cols", "-n", namespace, "--replicas=9", check=False)
+    assert too_many.returncode != 0 and "replicas must be between" in too_many.stderr
+    wait_for(
+        lambda: (operator.get("ej", "cols", namespace) or {}).get("status", {}).get("replicas") == 1,
+        120, "scale-down to 1 worker", lambda: operator.story(namespace),
+    )  # fmt: skip
+
+
+def test_deleting_a_job_removes_what_it_owns(operator: Kube, namespace: str) -> None:
+    operator.apply(job_manifests("gc", steps=100000, step_sleep=0.05), namespace)
+    wait_for(
+        lambda: len(operator.json("get", "pods", "-n", namespace, "-l", "elasticjob.io/job-name=gc")["items"]) == 3,
+        120, "store and worker pods", lambda: operator.story(namespace),
+    )  # fmt: skip
+    for kind in ("service/gc-rdzv", "serviceaccount/gc-elasticjob", "role/gc-elasticjob", "rolebinding/gc-elasticjob"):
+        operator.run("get", kind, "-n", namespace)
+    operator.run("delete", "ej", "gc", "-n", namespace, "--wait=false")
+
+    def gone() -> bool:
+        left = operator.json("get", "pods,services,serviceaccounts,roles,rolebindings", "-n", namespace,
+                             "-l", "elasticjob.io/job-name=gc")["items"]  # fmt: skip
+        return not left
+
+    wait_for(gone, 120, "the garbage collector to remove the job's objects", lambda: operator.story(namespace))
+
+
+def test_job_credentials_may_patch_only_their_own_job(operator: Kube, namespace: str, tmp_path: Path) -> None:
+    for name in ("mine", "other"):
+        operator.apply(job_manifests(name, replicas=1, steps=100000, step_sleep=0.05), namespace)
+    wait_for(
+        lambda: operator.get("rolebinding", "mine-elasticjob", namespace),
+        120,
+        "RBAC",
+        lambda: operator.story(namespace),
+    )
+    token = operator.run("create", "token", "mine-elasticjob", "-n", namespace).stdout.strip()
+    as_job = operator.with_token(token, tmp_path / "kubeconfig")
+    patch = json.dumps({"status": {"restarts": {"workers": {"probe": {"restarts": 0}}}}})
+
+    def patch_as_job(job: str) -> Any:
+        return as_job.run(
+            "patch", "ej", job, "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", patch, check=False,
+        )  # fmt: skip
+
+    assert patch_as_job("mine").returncode == 0
+    denied = patch_as_job("other")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    spec_patch = as_job.run(
+        "patch", "ej", "mine", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"replicas": 1}}', check=False,
+    )  # fmt: skip
+    assert spec_patch.returncode != 0 and "forbidden" in spec_patch.stderr.lower()
+
+
+def test_operator_runs_in_a_restricted_namespace(operator: Kube) -> None:
+    ns = operator.json("get", "namespace", OPERATOR_NS)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = operator.json("get", "pods", "-n", OPERATOR_NS)["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Running"]

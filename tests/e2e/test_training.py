@@ -1,0 +1,58 @@
+"""Training end to end: the CPU example, and elasticity while it trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .helpers import Kube, example, job_manifests, phase, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def final_result(kube: Kube, namespace: str, job: str) -> dict[str, object]:
+    """Rank 0's result: the termination message of the worker pod that ran it."""
+    for pod in kube.json(
+        "get", "pods", "-n", namespace, "-l", f"elasticjob.io/job-name={job},elasticjob.io/role=worker"
+    )["items"]:
+        for cs in pod.get("status", {}).get("containerStatuses", []):
+            message = cs.get("state", {}).get("terminated", {}).get("message")
+            if message:
+                return dict(json.loads(message))
+    raise AssertionError(f"no worker reported a result\n{kube.story(namespace)}")
+
+
+def test_cpu_example_succeeds(operator: Kube, namespace: str) -> None:
+    operator.apply(example("mnist-cpu.yaml"), namespace)
+    wait_for(lambda: phase(operator, "mnist", namespace) in ("Succeeded", "Failed"), 300, "mnist to finish",
+             lambda: operator.story(namespace))  # fmt: skip
+    job = operator.get("ej", "mnist", namespace)
+    assert job is not None
+    assert job["status"]["phase"] == "Succeeded", operator.story(namespace)
+    assert job["status"]["rendezvous"]["worldSize"] == 4
+    workers = job["status"]["restarts"]["workers"]
+    assert sorted(workers) == ["mnist-worker-0", "mnist-worker-1"]
+    assert {w["worldSize"] for w in workers.values()} == {4}
+    result = final_result(operator, namespace, "mnist")
+    assert result["ok"] is True and result["worldSize"] == 4 and result["steps"] == 300
+    reasons = [e["reason"] for e in operator.json("get", "events", "-n", namespace,
+               "--field-selector", "involvedObject.name=mnist")["items"]]  # fmt: skip
+    assert "Succeeded" in reasons
+
+
+def test_user_error_fails_the_job_with_its_class(operator: Kube, namespace: str) -> None:
+    operator.apply(job_manifests("broken", replicas=1, command=["python", "-c", "raise SystemExit('boom')"],
+                                 spec={"maxRestarts": 1}), namespace)  # fmt: skip
+    wait_for(
+        lambda: phase(operator, "broken", namespace) == "Failed",
+        180,
+        "broken to fail",
+        lambda: operator.story(namespace),
+    )
+    job = operator.get("ej", "broken", namespace)
+    assert job is not None
+    failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "UserError" and "exit code 3" in failed["message"]
+    report = job["status"]["restarts"]["workers"]["broken-worker-0"]
+    assert report["lastFailure"]["exitCode"] == 1 and "boom" in report["lastFailure"]["message"]
