@@ -120,6 +120,8 @@ class LauncherConfig:
             raise ValueError(f"--store-wait-timeout must be > 0, got {self.store_wait_timeout}")
         if self.standalone:
             object.__setattr__(self, "rdzv_endpoint", "")
+            if self.local_addr is None:  # one node: never depend on the hostname resolving
+                object.__setattr__(self, "local_addr", "127.0.0.1")
         if self.rdzv_endpoint:
             split_endpoint(self.rdzv_endpoint)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     if spec.get("hostname"):
         socket.sethostname(spec["hostname"])  # our own UTS namespace (unshare --uts)
-    for source, target, read_only in spec["mounts"]:
-        src, dst = Path(source), Path(target)
-        if src.is_dir():
+    # open every source first: a later mount (say an emptyDir at /tmp) may hide another's source path
+    sources = [os.open(source, os.O_PATH) for source, _, _ in spec["mounts"]]
+    for fd, (_, target, read_only) in zip(sources, spec["mounts"], strict=True):
+        dst = Path(target)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
             dst.mkdir(parents=True, exist_ok=True)
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.touch(exist_ok=True)
-        subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+        subprocess.run(["mount", "--bind", f"/proc/{os.getpid()}/fd/{fd}", str(dst)], check=True)
         if read_only:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True)
+    for fd in sources:
+        os.close(fd)
     if spec.get("workingDir"):
         Path(spec["workingDir"]).mkdir(parents=True, exist_ok=True)
         os.chdir(spec["workingDir"])

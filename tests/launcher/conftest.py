@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,10 +79,10 @@ class Procs:
             raise AssertionError(f"process did not finish in {timeout}s\n{logs}") from None
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
+        for proc in self.procs:  # the whole session: agents and the workers they started
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.wait()
 
 
 @pytest.fixture
