@@ -53,8 +53,9 @@ def main() -> int:
         phase = status.get("phase", "")
         log = cluster.state / "pods" / NS / "mnist-worker-0" / "trainer.log"
         steps = re.findall(r"step (\d+) loss", log.read_text(errors="replace")) if log.exists() else []
-        line = (f"phase={phase or '-'} world={status.get('rendezvous', {}).get('worldSize') or '-'} "
-                f"restarts={status.get('restarts', {}).get('total', 0)} step={steps[-1] if steps else '-'}")  # fmt: skip
+        world = status.get("rendezvous", {}).get("worldSize") or "-"
+        restarts = status.get("restarts", {}).get("total", 0)
+        line = f"phase={phase or '-'} world={world} restarts={restarts} step={steps[-1] if steps else '-'}"
         if line != last:
             print(line, flush=True)
             last = line
