@@ -106,8 +106,6 @@ class LauncherConfig:
             raise ValueError(f"--monitor-interval must be > 0, got {self.monitor_interval}")
         if self.module and self.no_python:
             raise ValueError("--module and --no-python cannot be used together")
-        if self.numa_binding != "none":
-            raise ValueError("--numa-binding: pinning is not available in this version yet; use none")
         if self.numa_binding not in PINNING_MODES:
             raise ValueError(f"--numa-binding must be one of {', '.join(PINNING_MODES)}, got {self.numa_binding!r}")
         for name in ("redirects", "tee"):

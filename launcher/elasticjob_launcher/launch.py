@@ -96,6 +96,12 @@ def _handler(config: LauncherConfig, endpoint: str, run_id: str) -> Any:
 
 def _run_once(config: LauncherConfig, endpoint: str, run_id: str, counters: JobCounters, hooks: _Reporting) -> int:
     entrypoint, args = config.entrypoint()
+    if config.numa_binding != "none":
+        from elasticjob_launcher.pinning import plan_for_launch
+
+        pinning = plan_for_launch(config.numa_binding, config.nproc_per_node)
+        entrypoint, args = pinning.wrap(entrypoint, args)
+        hooks.binding = pinning.report()
     handler = _handler(config, endpoint, run_id)
     spec = WorkerSpec(
         role=config.role,

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from elasticjob_localcluster import network
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -223,7 +224,8 @@ class PodRunner:
                   for m in spec.get("volumeMounts") or [] if m["name"] in volumes]  # fmt: skip
         mounts.append([str(term), spec.get("terminationMessagePath", TERMINATION_LOG), False])
         init = cdir / "init.json"
-        spec_json = {"mounts": mounts, "command": command, "env": env, "hostname": self.name}
+        keep = sorted({str(REPO), sys.prefix, sys.base_prefix})
+        spec_json = {"mounts": mounts, "command": command, "env": env, "hostname": self.name, "keep": keep}
         init.write_text(json.dumps({**spec_json, "workingDir": spec.get("workingDir")}))
         log_file = open(self.dir / f"{c.name}.log", "ab")  # noqa: SIM115 (kept open by the child)
         if not command:

@@ -1,8 +1,6 @@
-"""Fixtures of the e2e suite: a cluster, the operator installed with helm, a namespace per test.
+"""Fixtures of the e2e suite: the operator installed with helm, a namespace per test.
 
-With ELASTICJOB_E2E_KUBECONFIG set the suite runs against that cluster (kind); otherwise it
-starts the project's local control plane for the session and checks at the end that stopping it
-left nothing behind. Only kubectl and helm talk to the cluster.
+The cluster itself (`kube`) comes from tests/conftest.py. Only kubectl and helm talk to it.
 """
 
 from __future__ import annotations
@@ -10,34 +8,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from .helpers import REPO, Kube, wait_for
 
 OPERATOR_NS = "elasticjob-system"
-
-
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    external = os.environ.get("ELASTICJOB_E2E_KUBECONFIG")
-    if external:
-        from elasticjob_localcluster.cluster import k8s_bin_dir
-
-        yield Kube(Path(external), k8s_bin_dir())
-        return
-    from elasticjob_localcluster.cluster import Cluster
-
-    cluster = Cluster(Path(os.environ.get("ELASTICJOB_E2E_CLUSTER_DIR", REPO / ".cluster-e2e")))
-    cluster.start()
-    assert cluster.bin is not None
-    try:
-        yield Kube(cluster.kubeconfig, cluster.bin, pod_logs=cluster.state / "pods")
-    finally:
-        cluster.stop()
-    left = cluster.leftovers()
-    assert not left, f"the local cluster left behind: {left}"
 
 
 @pytest.fixture(scope="session")

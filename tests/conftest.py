@@ -1,0 +1,42 @@
+"""Session fixtures shared by the e2e and local-cluster tests.
+
+`kube` is the cluster the e2e suite runs on: the one in ELASTICJOB_E2E_KUBECONFIG (kind), or else
+the project's local control plane, started once per session (`local_cluster`) and checked at the
+end to have left nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import REPO, Kube
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[object]:
+    from elasticjob_localcluster.cluster import Cluster
+
+    cluster = Cluster(Path(os.environ.get("ELASTICJOB_E2E_CLUSTER_DIR", REPO / ".cluster-e2e")))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+    left = cluster.leftovers()
+    assert not left, f"the local cluster left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest) -> Kube:
+    external = os.environ.get("ELASTICJOB_E2E_KUBECONFIG")
+    if external:
+        from elasticjob_localcluster.cluster import k8s_bin_dir
+
+        return Kube(Path(external), k8s_bin_dir())
+    cluster = request.getfixturevalue("local_cluster")
+    assert cluster.bin is not None
+    return Kube(cluster.kubeconfig, cluster.bin, pod_logs=cluster.state / "pods")

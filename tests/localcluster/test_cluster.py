@@ -1,0 +1,133 @@
+"""The local control plane itself: versions, pods as processes in their own namespaces, DNS,
+grace periods, restart policy, node loss. (Teardown is checked by the session fixture.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.helpers import Kube, wait_for
+
+PY = "python"
+
+
+@pytest.fixture
+def ns(kube: Kube, local_cluster: Any) -> Any:
+    name = f"lc-{uuid.uuid4().hex[:6]}"
+    kube.run("create", "namespace", name)
+    yield name
+    kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "none", "command": [PY, "-c", script], **spec.pop("container", {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": spec.pop("labels", {"app": name})},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container], **spec},
+    }
+
+
+def pod_json(kube: Kube, ns: str, name: str) -> dict[str, Any]:
+    return kube.json("get", "pod", name, "-n", ns)
+
+
+def finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
+    p = pod_json(kube, ns, name)
+    return p if p["status"].get("phase") in ("Succeeded", "Failed") else None
+
+
+def test_versions(kube: Kube, local_cluster: Any) -> None:
+    version = json.loads(kube.run("version", "-o", "json").stdout)["serverVersion"]
+    assert version["major"] == "1" and int(re.sub(r"\D", "", version["minor"])) >= 35
+    assert "v3." in kube.helm("version", "--short").stdout
+
+
+def test_pod_has_its_own_network_identity_and_credentials(kube: Kube, ns: str) -> None:
+    script = (
+        "import json, os, socket; sa='/var/run/secrets/kubernetes.io/serviceaccount';"
+        "open('/dev/termination-log','w').write(json.dumps({'ip': os.environ['MY_IP'], 'name': os.environ['MY_NAME'],"
+        "'host': socket.gethostname(), 'token': os.path.getsize(sa + '/token') > 0,"
+        "'ns': open(sa + '/namespace').read(), 'api': os.environ['KUBERNETES_SERVICE_HOST'],"
+        "'ifaces': sorted(n for _, n in socket.if_nameindex())}))"
+    )
+    env = [{"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+           {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]  # fmt: skip
+    kube.apply([pod("ident", script, container={"env": env})], ns)
+    done = wait_for(lambda: finished(kube, ns, "ident"), 60, "ident to finish", lambda: kube.story(ns))
+    assert done["status"]["phase"] == "Succeeded", kube.story(ns)
+    got = json.loads(done["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert got["ip"] == done["status"]["podIP"] and got["ip"].startswith("10.244.")
+    assert got["name"] == "ident" and got["host"] == "ident" and got["token"] is True and got["ns"] == ns
+    assert got["ifaces"] == ["eth0", "lo"]
+
+
+def test_service_name_resolves_to_the_ready_pod(kube: Kube, ns: str) -> None:
+    server = pod("web", "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
+                 container={"readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}})  # fmt: skip
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080}]}}  # fmt: skip
+    client = pod("client", "import urllib.request as u; u.urlopen('http://web:8080/', timeout=5).read(); "
+                 f"u.urlopen('http://web.{ns}.svc.cluster.local:8080/', timeout=5).read()")  # fmt: skip
+    kube.apply([server, service], ns)
+    wait_for(lambda: pod_json(kube, ns, "web")["status"].get("podIP") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod_json(kube, ns, "web")["status"].get("conditions", [])),
+        60, "web ready", lambda: kube.story(ns))  # fmt: skip
+    kube.apply([client], ns)
+    done = wait_for(lambda: finished(kube, ns, "client"), 60, "client to finish", lambda: kube.story(ns))
+    assert done["status"]["phase"] == "Succeeded", kube.story(ns)
+
+
+def test_deletion_sends_sigterm_within_the_grace_period(kube: Kube, ns: str, tmp_path: Path) -> None:
+    marker = tmp_path / "sigterm"
+    script = (
+        f"import signal, time, sys\ndef bye(*a):\n    open({str(marker)!r}, 'w').write('term'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\nwhile True: time.sleep(0.1)"
+    )
+    kube.apply([pod("graceful", script)], ns)
+    wait_for(
+        lambda: pod_json(kube, ns, "graceful")["status"].get("phase") == "Running",
+        60,
+        "running",
+        lambda: kube.story(ns),
+    )
+    kube.run("delete", "pod", "graceful", "-n", ns, "--wait=true", "--timeout=60s")
+    assert marker.read_text() == "term"
+
+
+def test_restart_policy_on_failure_restarts_and_reports(kube: Kube, ns: str, tmp_path: Path) -> None:
+    marker = tmp_path / "attempted"
+    script = (
+        f"import os, sys\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r}, 'w').close(); sys.exit(3)"
+    )
+    kube.apply([pod("flaky", script, restartPolicy="OnFailure")], ns)
+    done = wait_for(lambda: finished(kube, ns, "flaky"), 60, "flaky to finish", lambda: kube.story(ns))
+    status = done["status"]["containerStatuses"][0]
+    assert done["status"]["phase"] == "Succeeded"
+    assert status["restartCount"] == 1 and status["lastState"]["terminated"]["exitCode"] == 3
+
+
+def test_exit_code_is_reported(kube: Kube, ns: str) -> None:
+    kube.apply([pod("fails", "raise SystemExit(42)")], ns)
+    done = wait_for(lambda: finished(kube, ns, "fails"), 60, "fails to finish", lambda: kube.story(ns))
+    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 42
+
+
+def test_lose_and_restore_a_node(kube: Kube, local_cluster: Any) -> None:
+    def ready(node: str) -> str:
+        conds = kube.json("get", "node", node)["status"]["conditions"]
+        return next(c["status"] for c in conds if c["type"] == "Ready")
+
+    local_cluster.lose_node("node-2")
+    try:
+        wait_for(lambda: ready("node-2") != "True", 90, "node-2 NotReady", lambda: "")
+    finally:
+        local_cluster.restore_node("node-2")
+    wait_for(lambda: ready("node-2") == "True", 60, "node-2 Ready again", lambda: "")
