@@ -66,6 +66,9 @@ class JobCounters:
     def mark_drain(self, round_: int) -> None:
         self.store.add(f"drain/{round_}", 1)
 
+    def drained(self, round_: int) -> bool:
+        return int(self.store.add(f"drain/{round_}", 0)) > 0
+
     def count_fault(self, round_: int) -> tuple[int, bool]:
         """Count a worker-group fault of `round_` once job-wide; (total, whether it counted)."""
         if int(self.store.add(f"drain/{round_}", 0)) > 0:
@@ -151,10 +154,14 @@ class ElasticJobAgent(LocalElasticAgent):
                 elif result.state == WorkerState.HEALTHY:
                     try:
                         waiting = spec.rdzv_handler.num_nodes_waiting()
+                        # a drained agent never answers its peers' collectives (it may leave before they
+                        # even connect): the others must not wait for gloo's timeout
+                        drained = self.counters.drained(self.round)
                     except (RendezvousConnectionError, RendezvousStateError, RuntimeError) as exc:
                         raise StoreLost(str(exc)) from exc
-                    if waiting > 0:
-                        log.info("%d agents waiting to join; starting round %d+1", waiting, self.round)
+                    if waiting > 0 or drained:
+                        why = "an agent was drained" if drained else f"{waiting} agents waiting to join"
+                        log.info("%s; starting round %d+1", why, self.round)
                         self._restart_workers(group)
         except SignalException:
             self.drained = True
