@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 from elasticjob_api import crd
+from elasticjob_api.generated import generator_main
 
 DOC_RELATIVE_PATH = Path("docs/api.md")
 
@@ -93,20 +93,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m elasticjob_api.apidoc", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/api.md is stale")
-    opts = parser.parse_args(argv)
-    path = opts.root / DOC_RELATIVE_PATH
-    text = render()
-    if opts.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run `python -m elasticjob_api.apidoc`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return 0
+    return generator_main("python -m elasticjob_api.apidoc", __doc__.splitlines()[0], DOC_RELATIVE_PATH, render, argv)
 
 
 if __name__ == "__main__":

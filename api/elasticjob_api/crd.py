@@ -12,7 +12,6 @@ the spec (the API server applies them) and dropped from the status.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from elasticjob_api import models
+from elasticjob_api.generated import generator_main
 
 CRD_RELATIVE_PATH = Path("manifests/crds/elasticjob.io_elasticjobs.yaml")
 
@@ -174,21 +174,7 @@ def render_crd() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m elasticjob_api.crd", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: cwd)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed CRD is stale")
-    opts = parser.parse_args(argv)
-    path = opts.root / CRD_RELATIVE_PATH
-    text = render_crd()
-    if opts.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run `python -m elasticjob_api.crd`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(path)
-    return 0
+    return generator_main("python -m elasticjob_api.crd", __doc__.splitlines()[0], CRD_RELATIVE_PATH, render_crd, argv)
 
 
 if __name__ == "__main__":

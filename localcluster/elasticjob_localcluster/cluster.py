@@ -32,6 +32,7 @@ DEFAULT_NODES = [
     NodeSpec("node-1", cpu="8", memory="16Gi"),
     NodeSpec("node-2", cpu="8", memory="16Gi"),
     NodeSpec("node-3", cpu="8", memory="16Gi", gpus=2, labels={"elasticjob.io/gpu": "true"}),
+    NodeSpec("sim-1", cpu="64", memory="256Gi", simulate=True),
 ]
 COMPONENTS = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
 

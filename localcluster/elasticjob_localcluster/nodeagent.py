@@ -32,6 +32,7 @@ from elasticjob_localcluster.podrunner import PodRunner, Settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 5.0
+SIMULATED_TAINT = "elasticjob.io/simulated"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class NodeSpec:
     memory: str = "16Gi"
     gpus: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    #: pods go Running without running anything (scale benchmarks); such nodes are tainted
+    #: `elasticjob.io/simulated=true:NoSchedule` so only pods that tolerate it land there
     simulate: bool = False
 
 
@@ -87,6 +90,8 @@ class NodeAgent:
                 },
                 "status": {"capacity": capacity, "allocatable": capacity},
             }
+            if spec.simulate:
+                body["spec"] = {"taints": [{"key": SIMULATED_TAINT, "value": "true", "effect": "NoSchedule"}]}
             try:
                 self.core.create_node(body)
             except ApiException as exc:

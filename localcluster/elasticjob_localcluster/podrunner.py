@@ -52,7 +52,8 @@ class Container:
     last_terminated: dict[str, Any] | None = None
     ready: bool = False
     next_probe: float = 0.0
-    probe_failures: int = 0
+    next_live: float = 0.0
+    live_failures: int = 0
 
     @property
     def name(self) -> str:
@@ -243,6 +244,8 @@ class PodRunner:
         log_file.close()
         c.started_at, c.terminated, c.ready = now(), None, False
         c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
+        c.next_live = time.monotonic() + float((spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
+        c.live_failures = 0
 
     def _reap(self, c: Container) -> None:
         if c.proc is None or c.terminated is not None:
@@ -278,29 +281,35 @@ class PodRunner:
                 c.proc.wait()
                 self._reap(c)
 
-    def _probe(self, c: Container) -> None:
-        probe = c.spec.get("readinessProbe")
-        if c.proc is None or c.terminated is not None:
-            return
-        if not probe:
-            c.ready = True
-            return
-        if time.monotonic() < c.next_probe:
-            return
-        c.next_probe = time.monotonic() + float(probe.get("periodSeconds", 10))
-        if "httpGet" not in probe:
-            c.ready = True
-            return
+    def _http_ok(self, c: Container, probe: dict[str, Any]) -> bool:
         port = probe["httpGet"]["port"]
         if isinstance(port, str):
             port = next(p["containerPort"] for p in c.spec.get("ports") or [] if p.get("name") == port)
         url = f"http://{self.ip}:{port}{probe['httpGet'].get('path', '/')}"
         try:
             with urllib.request.urlopen(url, timeout=float(probe.get("timeoutSeconds", 1))) as r:
-                ok = 200 <= r.status < 400
+                return bool(200 <= r.status < 400)
         except OSError:
-            ok = False
-        c.ready = ok
+            return False
+
+    def _probe(self, c: Container) -> None:
+        """Readiness and liveness (httpGet; other probe kinds count as passing)."""
+        if c.proc is None or c.terminated is not None:
+            return
+        now = time.monotonic()
+        ready = c.spec.get("readinessProbe")
+        if not ready or "httpGet" not in ready:
+            c.ready = True
+        elif now >= c.next_probe:
+            c.next_probe = now + float(ready.get("periodSeconds", 10))
+            c.ready = self._http_ok(c, ready)
+        live = c.spec.get("livenessProbe")
+        if live and "httpGet" in live and now >= c.next_live:
+            c.next_live = now + float(live.get("periodSeconds", 10))
+            c.live_failures = 0 if self._http_ok(c, live) else c.live_failures + 1
+            if c.live_failures >= int(live.get("failureThreshold", 3)):
+                log.info("%s/%s: container %s failed its liveness probe; killing it", self.namespace, self.name, c.name)
+                self._kill([c], 0)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -398,13 +407,13 @@ class PodRunner:
                     self.delete_requested.wait()
                     return
                 for c in containers:
+                    self._probe(c)  # a failed liveness probe kills the container: restarted just below
                     self._reap(c)
                     code = c.terminated["exitCode"] if c.terminated else None
                     if code is not None and (policy == "Always" or (policy == "OnFailure" and code != 0)):
                         c.last_terminated, c.restarts = c.terminated, c.restarts + 1
                         time.sleep(min(10, c.restarts))
                         self._start(c, volumes)
-                    self._probe(c)
                 if all(c.terminated is not None for c in containers):
                     ok = all(c.terminated and c.terminated["exitCode"] == 0 for c in containers)
                     phase = "Succeeded" if ok else "Failed"

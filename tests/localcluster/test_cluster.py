@@ -131,3 +131,37 @@ def test_lose_and_restore_a_node(kube: Kube, local_cluster: Any) -> None:
     finally:
         local_cluster.restore_node("node-2")
     wait_for(lambda: ready("node-2") == "True", 60, "node-2 Ready again", lambda: "")
+
+
+def test_liveness_probe_failure_restarts_the_container(kube: Kube, ns: str) -> None:
+    # serves /healthz only while a file exists: the first attempt removes it, the second keeps it
+    script = (
+        "import http.server as h, os, pathlib, threading, time\n"
+        "flag = pathlib.Path(os.environ['FLAG'])\n"
+        "class H(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200 if not flag.exists() else 500); self.end_headers()\n"
+        "if not flag.exists():\n    flag.touch()\nelse:\n    flag.unlink()\n"
+        "h.HTTPServer(('', 8081), H).serve_forever()"
+    )
+    flag = f"/tmp/lc-live-{ns}"
+    probe = {"httpGet": {"path": "/", "port": 8081}, "periodSeconds": 1, "failureThreshold": 2}
+    kube.apply([pod("live", script, restartPolicy="Always",
+                    container={"livenessProbe": probe, "env": [{"name": "FLAG", "value": flag}]})], ns)  # fmt: skip
+    wait_for(
+        lambda: (pod_json(kube, ns, "live")["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        60, "a liveness restart", lambda: kube.story(ns),
+    )  # fmt: skip
+    Path(flag).unlink(missing_ok=True)
+
+
+def test_simulated_node_runs_nothing_but_reports_running(kube: Kube, ns: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    sim = pod("sim", f"open({str(marker)!r}, 'w').write('ran')", nodeSelector={"kubernetes.io/hostname": "sim-1"},
+              tolerations=[{"key": "elasticjob.io/simulated", "operator": "Exists", "effect": "NoSchedule"}])  # fmt: skip
+    kube.apply([sim], ns)
+    wait_for(lambda: pod_json(kube, ns, "sim")["status"].get("phase") == "Running", 60, "sim Running",
+             lambda: kube.story(ns))  # fmt: skip
+    assert pod_json(kube, ns, "sim")["spec"]["nodeName"] == "sim-1"
+    assert not marker.exists()
+    kube.run("delete", "pod", "sim", "-n", ns, "--wait=true", "--timeout=60s")

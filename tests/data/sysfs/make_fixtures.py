@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elasticjob_launcher.pinning.topology import format_cpulist as cpulist
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -23,17 +25,6 @@ class Machine:
     l3_cores: int  # physical cores sharing one L3
     gpus: list[tuple[str, int]] = field(default_factory=list)  # (bus id, NUMA node)
     cpuset: str | None = None  # the container's cgroup cpuset, if narrowed
-
-
-def cpulist(cpus: list[int]) -> str:
-    out, items, i = [], sorted(cpus), 0
-    while i < len(items):
-        j = i
-        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
-            j += 1
-        out.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def write(root: Path, path: str, text: str) -> None:
