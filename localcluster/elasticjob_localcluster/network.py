@@ -28,7 +28,16 @@ def setup_bridge() -> None:
         _ip("link", "add", BRIDGE, "type", "bridge")
         _ip("addr", "add", f"{GATEWAY}/{PREFIX}", "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
-    # bridged pod-to-pod traffic must not be dropped by a host firewall (e.g. docker's FORWARD DROP)
+    # Bridged pod-to-pod traffic must not meet a host firewall (docker's FORWARD policy is DROP),
+    # even one that appears after the cluster started (dockerd started by a later test): this
+    # bridge's frames skip iptables altogether.
+    _ip("link", "set", BRIDGE, "type", "bridge", "nf_call_iptables", "0", "nf_call_ip6tables", "0",
+        "nf_call_arptables", "0")  # fmt: skip
+    allow_forwarding()
+
+
+def allow_forwarding() -> None:
+    """Accept forwarded traffic from and to the bridge (for routed traffic; idempotent)."""
     if shutil.which("iptables") is None:
         return
     for rule in (["-i", BRIDGE, "-j", "ACCEPT"], ["-o", BRIDGE, "-j", "ACCEPT"]):

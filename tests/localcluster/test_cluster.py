@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,19 @@ def ns(kube: Kube, local_cluster: Any) -> Any:
     kube.run("create", "namespace", name)
     yield name
     kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def forward_drop() -> Iterator[None]:
+    """A host firewall that drops forwarded traffic (docker's FORWARD policy), set after start-up."""
+    if shutil.which("iptables") is None:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], check=True, capture_output=True)
+    policy = subprocess.run(["iptables", "-S", "FORWARD"], check=True, capture_output=True, text=True).stdout
+    was = "DROP" if "-P FORWARD DROP" in policy else "ACCEPT"
+    subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)
+    yield
+    subprocess.run(["iptables", "-P", "FORWARD", was], check=True)
 
 
 def pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
@@ -68,7 +84,8 @@ def test_pod_has_its_own_network_identity_and_credentials(kube: Kube, ns: str) -
     assert got["ifaces"] == ["eth0", "lo"]
 
 
-def test_service_name_resolves_to_the_ready_pod(kube: Kube, ns: str) -> None:
+def test_service_name_resolves_to_the_ready_pod(kube: Kube, ns: str, forward_drop: None) -> None:
+    # pod to pod through the bridge, past a firewall that drops forwarded packets
     server = pod("web", "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
                  container={"readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}})  # fmt: skip
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
