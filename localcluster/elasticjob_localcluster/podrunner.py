@@ -42,6 +42,25 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def mount_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def pids_in_mount_ns(ns: str) -> list[int]:
+    """Every process in mount namespace `ns`: a container's processes, however they were started.
+
+    `ip netns exec` gives each container its own mount namespace, which every descendant keeps,
+    also ones in a session of their own (torch's workers) and orphans whose parent died.
+    """
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and mount_ns(int(pid)) == ns]
+
+
+_AGENT_MOUNT_NS = mount_ns(os.getpid())
+
+
 @dataclass
 class Container:
     spec: dict[str, Any]
@@ -54,6 +73,8 @@ class Container:
     next_probe: float = 0.0
     next_live: float = 0.0
     live_failures: int = 0
+    #: the container's mount namespace: the boundary used to kill all of its processes
+    mnt_ns: str | None = None
 
     @property
     def name(self) -> str:
@@ -242,6 +263,14 @@ class PodRunner:
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         log_file.close()
+        c.mnt_ns = None
+        deadline = time.monotonic() + 5
+        while c.mnt_ns is None and time.monotonic() < deadline and c.proc.poll() is None:
+            ns = mount_ns(c.proc.pid)
+            if ns is not None and ns != _AGENT_MOUNT_NS:  # `ip netns exec` has unshared it
+                c.mnt_ns = ns
+            else:
+                time.sleep(0.01)
         c.started_at, c.terminated, c.ready = now(), None, False
         c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
         c.next_live = time.monotonic() + float((spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
@@ -253,6 +282,7 @@ class PodRunner:
         code = c.proc.poll()
         if code is None:
             return
+        self._kill_leftovers(c)  # as a runtime does when a container's main process exits
         term = self.dir / "containers" / c.name / "termination-log"
         message = term.read_text(errors="replace")[-4096:] if term.exists() else ""
         exit_code = code if code >= 0 else 128 - code
@@ -278,8 +308,23 @@ class PodRunner:
             if c.proc is not None:
                 with _suppress():
                     os.killpg(c.proc.pid, signal.SIGKILL)
+                self._kill_leftovers(c)
                 c.proc.wait()
                 self._reap(c)
+
+    @staticmethod
+    def _kill_leftovers(c: Container) -> None:
+        """SIGKILL every process left in the container (workers in their own session, orphans)."""
+        if c.mnt_ns is None:
+            return
+        for _ in range(20):  # a process may fork while we kill: repeat until none is left
+            pids = pids_in_mount_ns(c.mnt_ns)
+            if not pids:
+                return
+            for pid in pids:
+                with _suppress():
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
 
     def _http_ok(self, c: Container, probe: dict[str, Any]) -> bool:
         port = probe["httpGet"]["port"]

@@ -137,13 +137,33 @@ def test_exit_code_is_reported(kube: Kube, ns: str) -> None:
     assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 42
 
 
-def test_lose_and_restore_a_node(kube: Kube, local_cluster: Any) -> None:
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_lose_and_restore_a_node(kube: Kube, ns: str, local_cluster: Any, tmp_path: Path) -> None:
     def ready(node: str) -> str:
         conds = kube.json("get", "node", node)["status"]["conditions"]
         return next(c["status"] for c in conds if c["type"] == "Ready")
 
+    # a pod on node-2 whose child runs in a session of its own, as torch's workers do
+    pidfile = tmp_path / "child"
+    script = (
+        "import subprocess, time; p = subprocess.Popen(['sleep', '600'], start_new_session=True); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(600)"
+    )
+    kube.apply([pod("doomed", script, nodeName="node-2")], ns)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text(), 60, "the child to start", lambda: kube.story(ns))
+    child = int(pidfile.read_text())
+    assert alive(child)
     local_cluster.lose_node("node-2")
     try:
+        # the node's processes die at once, all of them, as on a power loss
+        wait_for(lambda: not alive(child), 10, "the child to die with its node", lambda: kube.story(ns))
         wait_for(lambda: ready("node-2") != "True", 90, "node-2 NotReady", lambda: "")
     finally:
         local_cluster.restore_node("node-2")
