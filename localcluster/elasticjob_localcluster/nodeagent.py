@@ -4,7 +4,8 @@ One process serves every fake node of the cluster (`python -m elasticjob_localcl
 Each loop it lists pods and Services, starts a `PodRunner` for each new pod bound to one of its
 nodes, passes deletions on, answers cluster DNS from the pods it runs, renews each node's Lease
 and Ready condition, and obeys fault files: `<state>/nodes/<node>/lost` makes that node stop its
-heartbeats and SIGKILL its pods' processes at once, until the file is removed.
+heartbeats and SIGKILL its pods' processes at once, until the file is removed; then the node's
+pods that lost their processes report Failed (reason NodeLost), as after a reboot.
 Limits: polling (0.5 s) rather than watches, sized for tests and the demo; simulate-mode nodes
 report pods Running without running them (for scale benchmarks).
 """
@@ -195,9 +196,11 @@ class NodeAgent:
                 runner.delete_requested.set()
             if self.lost(node):
                 runner.lost.set()
+            else:
+                runner.lost.clear()
         for uid, runner in list(self.runners.items()):
             if uid not in seen:
-                runner.lost.set()  # the object is gone (force-deleted): stop at once
+                runner.gone.set()  # the object is gone (force-deleted): stop at once
                 runner.delete_requested.set()
             if runner.finished.is_set():
                 del self.runners[uid]

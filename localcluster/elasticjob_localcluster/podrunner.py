@@ -99,7 +99,10 @@ class PodRunner:
     ip: str
     settings: Settings
     delete_requested: threading.Event = field(default_factory=threading.Event)
+    #: the node is lost (set and cleared by the agent): processes die, no status is reported
     lost: threading.Event = field(default_factory=threading.Event)
+    #: the pod object is gone from the API (force-deleted): stop at once, nothing to confirm
+    gone: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -448,8 +451,7 @@ class PodRunner:
             phase = "Running"
             while not self.delete_requested.is_set():
                 if self.lost.is_set():
-                    self._kill(containers, 0)
-                    self.delete_requested.wait()
+                    self._node_lost(containers, started)
                     return
                 for c in containers:
                     self._probe(c)  # a failed liveness probe kills the container: restarted just below
@@ -468,10 +470,24 @@ class PodRunner:
                     break
                 self.delete_requested.wait(0.3)
         finally:
-            self._kill([*inits, *containers], 0 if self.lost.is_set() else grace)
+            self._kill([*inits, *containers], 0 if self.lost.is_set() or self.gone.is_set() else grace)
             network.delete_pod_netns(self.netns)
-        if not self.lost.is_set():
+        if not self.lost.is_set() and not self.gone.is_set():
             self._delete_object()
+
+    def _node_lost(self, containers: list[Container], started: str) -> None:
+        """The node died: every process at once; when it comes back, report what a rebooted
+        kubelet would (the containers exited, the pod Failed) and confirm deletions again."""
+        self._kill(containers, 0)
+        while self.lost.is_set() and not self.gone.is_set():
+            time.sleep(0.2)
+        if self.gone.is_set() or self.delete_requested.is_set():
+            return
+        for c in containers:
+            c.terminated = {**(c.terminated or {}), "exitCode": 137, "reason": "Error", "message": "node lost"}
+        self._patch_status({**self._status("Failed", containers, True, started), "reason": "NodeLost"})
+        while not self.delete_requested.is_set() and not self.gone.is_set():
+            time.sleep(0.2)
 
 
 class _suppress:

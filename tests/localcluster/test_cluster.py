@@ -168,6 +168,9 @@ def test_lose_and_restore_a_node(kube: Kube, ns: str, local_cluster: Any, tmp_pa
     finally:
         local_cluster.restore_node("node-2")
     wait_for(lambda: ready("node-2") == "True", 60, "node-2 Ready again", lambda: "")
+    # back up, the node reports what happened to its pod, as a kubelet does after a reboot
+    done = wait_for(lambda: finished(kube, ns, "doomed"), 30, "doomed to be reported", lambda: kube.story(ns))
+    assert done["status"]["phase"] == "Failed" and done["status"].get("reason") == "NodeLost"
 
 
 def test_liveness_probe_failure_restarts_the_container(kube: Kube, ns: str) -> None:
