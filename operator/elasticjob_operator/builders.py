@@ -141,7 +141,8 @@ def build_worker_pod(job: ElasticJob, index: int) -> Manifest:
         if args is not None:
             container["args"] = list(args)
         user_env = [e for e in container.get("env", []) if e.get("name") not in ours]
-        container["env"] = user_env + launcher_env(job)
+        # ours first, so the template's values may refer to them: $(ELASTICJOB_POD_NAME)
+        container["env"] = launcher_env(job) + user_env
         if job.spec.guaranteed_qos and job.spec.pinning != PinningMode.NONE:
             container["resources"] = _guaranteed(container.get("resources") or {})
     pod_spec["restartPolicy"] = "Never"
@@ -174,8 +175,8 @@ def _restricted_security_context() -> dict[str, Any]:
 def build_store_pod(job: ElasticJob, generation: int) -> Manifest:
     """The c10d store pod of one store generation, run by the launcher in store mode.
 
-    It uses the trainer's image and placement (nodeSelector, tolerations, affinity), so it lands
-    where that image is available; it needs no GPU.
+    It uses the trainer's image and placement (nodeSelector, tolerations, node affinity), so it
+    lands where that image is available; it needs no GPU.
     """
     template = job.spec.template.model_dump(by_alias=True, exclude_none=True)
     trainer = next(c for c in template["spec"]["containers"] if c["name"] == TRAINER_CONTAINER)
@@ -214,9 +215,14 @@ def build_store_pod(job: ElasticJob, generation: int) -> Manifest:
         "terminationGracePeriodSeconds": 5,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
-    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+    for key in ("nodeSelector", "tolerations", "imagePullSecrets"):
         if key in template["spec"]:
             pod_spec[key] = copy.deepcopy(template["spec"][key])
+    # node affinity only: pod (anti-)affinity terms are written for the workers, and on the
+    # store they would keep workers off its node (e.g. "one worker per node" spreading)
+    node_affinity = (template["spec"].get("affinity") or {}).get("nodeAffinity")
+    if node_affinity:
+        pod_spec["affinity"] = {"nodeAffinity": copy.deepcopy(node_affinity)}
     _scheduling(job, pod_spec)
     labels = {**naming.job_labels(job, naming.ROLE_STORE), naming.LABEL_GENERATION: str(generation)}
     return {

@@ -391,7 +391,10 @@ class _Planner:
         elif self.restarting:
             self._finish(Phase.RESTARTING, "WorkerGroupRestarted", f"worker-group restart {total}", count)
         else:
-            self._finish(Phase.RUNNING, "Running", f"{ready} workers running", count)
+            message = f"{ready} workers running"
+            if ready < desired:  # started with what fits; say what the others wait for
+                message = f"{ready} of {desired} workers running; {self.waiting_message(store, w)}"
+            self._finish(Phase.RUNNING, "Running", message, count)
         return self.plan
 
     def terminal_cleanup(self) -> Plan:

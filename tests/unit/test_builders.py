@@ -86,3 +86,22 @@ def test_guaranteed_qos_needs_cpu_and_memory() -> None:
     job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "2"}}
     with pytest.raises(builders.BuildError, match="cpu and memory"):
         builders.build_worker_pod(ElasticJob.model_validate(job), 0)
+
+
+def test_store_pod_keeps_node_affinity_but_not_the_workers_pod_anti_affinity(job_body: dict[str, Any]) -> None:
+    node_affinity = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["train"]}]}]
+        }
+    }
+    spread = {
+        "labelSelector": {"matchLabels": {"elasticjob.io/job-name": "mnist"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    job_body["spec"]["template"]["spec"]["affinity"] = {
+        "nodeAffinity": node_affinity,
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [spread]},
+    }
+    job = ElasticJob.model_validate(job_body)
+    assert builders.build_store_pod(job, 1)["spec"]["affinity"] == {"nodeAffinity": node_affinity}
+    assert "podAntiAffinity" in builders.build_worker_pod(job, 0)["spec"]["affinity"]

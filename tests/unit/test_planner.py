@@ -257,3 +257,21 @@ def test_conditions_keep_transition_times() -> None:
     p = run(j, [store(j), worker(j, 0), worker(j, 1)])
     running = next(c for c in p.status["conditions"] if c["type"] == "Running")
     assert running["lastTransitionTime"] == ISO
+
+
+def test_partial_capacity_runs_and_says_what_the_rest_waits_for() -> None:
+    j = job(spec={"minReplicas": 1}, status=running_status())
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+    }
+    pending = worker(j, 1, "Pending", conditions=[unschedulable])
+    p = run(j, [store(j), worker(j, 0), pending])
+    assert p.status["phase"] == "Running"
+    running = next(c for c in p.status["conditions"] if c["type"] == "Running")
+    assert running["message"] == (
+        "1 of 2 workers running; waiting for mnist-worker-1: Pending: 0/3 nodes are available: "
+        "3 Insufficient nvidia.com/gpu."
+    )
