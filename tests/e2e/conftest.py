@@ -22,7 +22,8 @@ def operator(kube: Kube) -> Kube:
     if kube.get("namespace", OPERATOR_NS, "default") is None:
         kube.run("create", "namespace", OPERATOR_NS)
     kube.run("label", "--overwrite", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted")
-    values = os.environ.get("ELASTICJOB_E2E_HELM_ARGS", "").split()
+    # pods of a lost node are replaced 10 s after it turns NotReady (chart default 30 s)
+    values = ["--set", "nodeLostGraceSeconds=10", *os.environ.get("ELASTICJOB_E2E_HELM_ARGS", "").split()]
     kube.helm(
         "upgrade", "--install", "elasticjob", str(REPO / "charts" / "elasticjob-operator"), "-n", OPERATOR_NS,
         "--wait", "--timeout", "180s", *values,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,23 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
+#: finds a pod's training process by its environment (pod, namespace, LOCAL_RANK) and SIGKILLs it
+KILL_WORKER = """
+import os, signal, sys
+want = {f"ELASTICJOB_POD_NAME={sys.argv[1]}", f"ELASTICJOB_NAMESPACE={sys.argv[2]}", f"LOCAL_RANK={sys.argv[3]}"}
+hit = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = set(f.read().decode(errors="replace").split("\\0"))
+    except OSError:
+        continue
+    if want <= env:
+        os.kill(int(pid), signal.SIGKILL)
+        hit += 1
+print(hit)
+"""
+
 
 @dataclass
 class Kube:
@@ -23,6 +41,8 @@ class Kube:
     bin_dir: Path
     #: where the local cluster keeps pod logs (None on another cluster: `kubectl logs` is used)
     pod_logs: Path | None = None
+    #: the local cluster's state directory, where fault files make its node agent lose a node
+    cluster_state: Path | None = None
 
     def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -52,7 +72,7 @@ class Kube:
         config["users"] = [{"name": "token", "user": {"token": token}}]
         config["contexts"][0]["context"]["user"] = "token"
         path.write_text(yaml.safe_dump(config))
-        return Kube(path, self.bin_dir, self.pod_logs)
+        return Kube(path, self.bin_dir, self.pod_logs, self.cluster_state)
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -67,6 +87,37 @@ class Kube:
             path = self.pod_logs / namespace / pod / f"{container}.log"
             return path.read_text(errors="replace") if path.exists() else ""
         return self.run("logs", "-n", namespace, pod, "-c", container, check=False).stdout
+
+    def kill_worker(self, namespace: str, pod: str, local_rank: int) -> int:
+        """SIGKILL the training process of `local_rank` in `pod`; returns how many processes were hit.
+
+        On the local cluster pods are host processes, found by their environment; elsewhere the
+        same finder runs inside the trainer container through `kubectl exec`.
+        """
+        args = [pod, namespace, str(local_rank)]
+        if self.pod_logs is not None:
+            out = subprocess.run(
+                [sys.executable, "-c", KILL_WORKER, *args], capture_output=True, text=True, check=True
+            ).stdout
+        else:
+            out = self.run(
+                "exec", "-n", namespace, pod, "-c", "trainer", "--", "python", "-c", KILL_WORKER, *args
+            ).stdout
+        return int(out.strip() or 0)
+
+    def _node_fault_file(self, node: str) -> Path:
+        if self.cluster_state is None:
+            raise AssertionError("losing a node needs the local cluster's node agent")
+        return self.cluster_state / "nodes" / node / "lost"
+
+    def lose_node(self, node: str) -> None:
+        """The node stops its heartbeats and its pods' processes die at once, as on a power loss."""
+        path = self._node_fault_file(node)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("1")
+
+    def restore_node(self, node: str) -> None:
+        self._node_fault_file(node).unlink(missing_ok=True)
 
     def story(self, namespace: str) -> str:
         """The namespace's jobs, pods, Events and pod logs, for failure messages."""
@@ -110,8 +161,16 @@ def job_manifests(
     step_sleep: float = 0.02,
     command: list[str] | None = None,
     spec: dict[str, Any] | None = None,
+    gpus: int = 0,
+    spread: bool = False,
+    shared_checkpoints: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """A ConfigMap with the example training script and an ElasticJob running it."""
+    """A ConfigMap with the example training script and an ElasticJob running it.
+
+    `gpus`: nvidia.com/gpu per worker. `spread`: at most one worker per node. `shared_checkpoints`:
+    a hostPath directory (storage that outlives nodes) holding one checkpoint folder per pod
+    name, which a replacement pod of the same name picks up.
+    """
     cm, job = example("mnist-cpu.yaml")
     cm["metadata"]["name"] = f"{name}-script"
     job["metadata"]["name"] = name
@@ -123,6 +182,22 @@ def job_manifests(
     trainer = pod["containers"][0]
     trainer["command"] = command or ["python", "/opt/train/train.py", "--steps", str(steps)]
     trainer["env"].append({"name": "STEP_SLEEP", "value": str(step_sleep)})
+    if gpus:
+        trainer["resources"].setdefault("limits", {})["nvidia.com/gpu"] = str(gpus)
+    if spread:
+        term = {
+            "labelSelector": {"matchLabels": {"elasticjob.io/job-name": name, "elasticjob.io/role": "worker"}},
+            "topologyKey": "kubernetes.io/hostname",
+        }
+        pod["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if shared_checkpoints is not None:
+        shared_checkpoints.mkdir(parents=True, exist_ok=True)
+        volume = next(v for v in pod["volumes"] if v["name"] == "checkpoints")
+        volume.clear()
+        volume.update(name="checkpoints", hostPath={"path": str(shared_checkpoints), "type": "Directory"})
+        for env in trainer["env"]:
+            if env["name"] == "CHECKPOINT_DIR":
+                env["value"] = "/checkpoints/$(ELASTICJOB_POD_NAME)"
     return [cm, job]
 
 

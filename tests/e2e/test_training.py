@@ -43,7 +43,7 @@ def test_cpu_example_succeeds(operator: Kube, namespace: str) -> None:
 
 def test_user_error_fails_the_job_with_its_class(operator: Kube, namespace: str) -> None:
     operator.apply(job_manifests("broken", replicas=1, command=["python", "-c", "raise SystemExit('boom')"],
-                                 spec={"maxRestarts": 1}), namespace)  # fmt: skip
+                                 spec={"maxRestarts": 1, "cleanPodPolicy": "None"}), namespace)  # fmt: skip
     wait_for(
         lambda: phase(operator, "broken", namespace) == "Failed",
         180,
@@ -56,3 +56,8 @@ def test_user_error_fails_the_job_with_its_class(operator: Kube, namespace: str)
     assert failed["reason"] == "UserError" and "exit code 3" in failed["message"]
     report = job["status"]["restarts"]["workers"]["broken-worker-0"]
     assert report["lastFailure"]["exitCode"] == 1 and "boom" in report["lastFailure"]["message"]
+    # cleanPodPolicy None: the failed job keeps its pods (the store still running) for inspection;
+    # the policy acts in the same reconcile that sets Failed, so a deletion would already show
+    for pod in ("broken-worker-0", "broken-rdzv-g1"):
+        obj = operator.get("pod", pod, namespace)
+        assert obj is not None and not obj["metadata"].get("deletionTimestamp"), pod
