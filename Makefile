@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-PACKAGES := api/elasticjob_api operator/elasticjob_operator launcher/elasticjob_launcher localcluster/elasticjob_localcluster
+PACKAGES := api/elasticjob_api operator/elasticjob_operator launcher/elasticjob_launcher localcluster/elasticjob_localcluster bench/elasticjob_bench
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup lint test unit generate check-generated demo cluster-up cluster-down k8s-binaries images e2e bench bench-quick clean
+.PHONY: help setup lint test unit generate demo cluster-up cluster-down k8s-binaries images e2e faults bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +55,15 @@ images: ## build the operator and training images with Docker (starts dockerd if
 
 e2e: setup ## the end-to-end suite only (local control plane unless ELASTICJOB_E2E_KUBECONFIG is set)
 	$(BIN)/pytest tests/e2e
+
+faults: setup ## the fault scenarios REPEAT times in a row (default 5), each on a fresh local cluster; stops at the first failure
+	for i in $$(seq 1 $(or $(REPEAT),5)); do echo "== faults run $$i"; $(BIN)/pytest -m faults tests/e2e || exit 1; done
+
+bench: setup ## every benchmark: bench/results/<date>.json, PNG plots, docs/benchmarks.md (not part of `make test`)
+	$(BIN)/python -m elasticjob_bench
+
+bench-quick: setup ## the benchmarks with fewer sizes and runs (under 10 minutes)
+	$(BIN)/python -m elasticjob_bench --quick
 
 clean: ## remove the venv and local cluster state (not the binary cache)
 	-$(BIN)/python -m elasticjob_localcluster down

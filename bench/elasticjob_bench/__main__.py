@@ -1,0 +1,60 @@
+"""`python -m elasticjob_bench [--quick] [--only b1,b3]`: run the benchmarks, write the results.
+
+Writes `bench/results/<date>.json`, PNG plots next to it and the table in `docs/benchmarks.md`.
+Every figure is the median of several runs, compared as a ratio with a baseline measured in the
+same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from elasticjob_bench import machine, report
+
+RESULTS = machine.REPO / "bench" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and runs (under 10 minutes)")
+    parser.add_argument("--only", default="b1,b3", help="comma-separated benchmarks to run (b1, b3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
+    parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    chosen = {b.strip().lower() for b in args.only.split(",") if b.strip()}
+    unknown = chosen - {"b1", "b3"}
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b3")
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": args.quick,
+        "machine": machine.describe(),
+    }
+    if "b3" in chosen:
+        from elasticjob_bench import rdzv
+
+        sizes = [8, 32, 64] if args.quick else [8, 32, 64, 128, 256]
+        results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180)
+    if "b1" in chosen:
+        from elasticjob_bench import launch
+
+        results["b1"] = launch.run(repeats=3 if args.quick else 5)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = results["date"][:10]
+    path = args.out / f"{stem}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    plots = report.plots(results, args.out, stem)
+    args.doc.write_text(report.markdown(results, path, plots, args.doc.parent))
+    print(f"wrote {path}, {args.doc} and {len(plots)} plot(s) in {results['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

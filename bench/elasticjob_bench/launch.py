@@ -1,0 +1,163 @@
+"""B1: from `kubectl apply` of a 4-node x 2-process CPU job to every rank finishing step 1.
+
+Measured on the local control plane with the operator installed from its chart, against the
+baseline of the same script under plain `torchrun`: 4 agents as local processes sharing a local
+c10d store, started together. Both write one timestamp file per rank (`step_script.py`).
+
+Limits: the local cluster's pods are host processes, so image pulls and container start-up of a
+real node are not in the figure; the cluster's own start is not either (it runs before timing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from elasticjob_bench.machine import REPO
+
+NODES, NPROC = 4, 2
+SCRIPT = Path(__file__).with_name("step_script.py")
+NAMESPACE = "bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_marks(marks: Path, t0: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = list(marks.glob("rank-*"))
+        if len(files) == NODES * NPROC:
+            return max(float(f.read_text()) for f in files) - t0
+        time.sleep(0.05)
+    raise RuntimeError(f"only {len(list(marks.glob('rank-*')))} of {NODES * NPROC} ranks finished step 1")
+
+
+def torchrun_once(work: Path) -> float:
+    """The baseline: 4 torchrun agents on this machine, one of them hosting the store."""
+    marks = work / f"torchrun-{uuid.uuid4().hex[:6]}"
+    marks.mkdir()
+    port, run_id = _free_port(), uuid.uuid4().hex[:8]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={NODES}", f"--nproc-per-node={NPROC}",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}", str(SCRIPT)]  # fmt: skip
+    env = {**os.environ, "MARK_DIR": str(marks), "OMP_NUM_THREADS": "1"}
+    t0 = time.time()
+    agents = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for _ in range(NODES)]  # fmt: skip
+    try:
+        return _wait_marks(marks, t0, 180)
+    finally:
+        for a in agents:
+            a.wait(120)
+
+
+class Operator:
+    """The local control plane with the chart installed, for the operator side of B1."""
+
+    def __init__(self) -> None:
+        from elasticjob_localcluster.cluster import Cluster
+
+        self.cluster = Cluster(REPO / ".cluster-bench")
+
+    def __enter__(self) -> Operator:
+        self.cluster.start()
+        self.kubectl("create", "namespace", "elasticjob-system")
+        self.kubectl("create", "namespace", NAMESPACE)
+        subprocess.run(
+            [str(self._bin / "helm"), f"--kubeconfig={self.cluster.kubeconfig}", "upgrade", "--install",
+             "elasticjob", str(REPO / "charts" / "elasticjob-operator"), "-n", "elasticjob-system", "--wait",
+             "--timeout", "180s"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return self
+
+    @property
+    def _bin(self) -> Path:
+        if self.cluster.bin is None:
+            raise RuntimeError("the cluster is not started")
+        return self.cluster.bin
+
+    def __exit__(self, *exc: object) -> None:
+        self.cluster.stop()
+
+    def kubectl(self, *args: str) -> str:
+        return self.cluster.kubectl(*args).stdout
+
+    def apply(self, docs: list[dict[str, Any]]) -> None:
+        subprocess.run(
+            [str(self._bin / "kubectl"), f"--kubeconfig={self.cluster.kubeconfig}", "apply", "-n", NAMESPACE,
+             "-f", "-"],
+            input=yaml.safe_dump_all(docs), text=True, check=True, capture_output=True,
+        )  # fmt: skip
+
+    def once(self, work: Path) -> float:
+        name = f"b1-{uuid.uuid4().hex[:6]}"
+        marks = work / name
+        marks.mkdir()
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+              "data": {"step.py": SCRIPT.read_text()}}  # fmt: skip
+        job = {
+            "apiVersion": "elasticjob.io/v1alpha1", "kind": "ElasticJob", "metadata": {"name": name},
+            "spec": {
+                "minReplicas": NODES, "maxReplicas": NODES, "replicas": NODES, "nprocPerNode": NPROC,
+                "template": {"spec": {
+                    "containers": [{
+                        "name": "trainer", "image": "elasticjob-training:dev",
+                        "command": ["python", "/opt/bench/step.py"],
+                        "env": [{"name": "MARK_DIR", "value": "/marks"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                        "volumeMounts": [{"name": "script", "mountPath": "/opt/bench"},
+                                         {"name": "marks", "mountPath": "/marks"}],
+                    }],
+                    "volumes": [{"name": "script", "configMap": {"name": name}},
+                                {"name": "marks", "hostPath": {"path": str(marks), "type": "Directory"}}],
+                }},
+            },
+        }  # fmt: skip
+        t0 = time.time()
+        self.apply([cm, job])
+        try:
+            return _wait_marks(marks, t0, 300)
+        finally:
+            self.cluster.kubectl("delete", "ej", name, "-n", NAMESPACE, "--wait=true", "--timeout=120s", check=False)
+
+
+def run(repeats: int) -> dict[str, Any]:
+    """Median time to step 1 for each, the overhead in seconds and the ratio operator/torchrun."""
+    work = Path(tempfile.mkdtemp(prefix="ej-b1-"))
+    try:
+        baseline = [torchrun_once(work) for _ in range(repeats)]
+        with Operator() as op:
+            ours = [op.once(work) for _ in range(repeats)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    b, o = statistics.median(baseline), statistics.median(ours)
+    result = {
+        "torchrun_s": round(b, 3),
+        "elasticjob_s": round(o, 3),
+        "overhead_s": round(o - b, 3),
+        "ratio": round(o / b, 3),
+        "runs": {"torchrun": [round(x, 3) for x in baseline], "elasticjob": [round(x, 3) for x in ours]},
+        "shape": f"{NODES} nodes x {NPROC} processes",
+    }
+    print(f"B1 torchrun {b:.2f} s, ElasticJob {o:.2f} s, overhead {o - b:.2f} s", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(1), indent=2))

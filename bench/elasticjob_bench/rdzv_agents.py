@@ -1,0 +1,95 @@
+"""B3 helper process: hosts several rendezvous agents as threads and reports their join times.
+
+Run by `elasticjob_bench.rdzv` as `python -m elasticjob_bench.rdzv_agents HOST PORT`; it reads one
+JSON command per line on stdin (`{"run_id", "agents": [names], "nodes": N, "timeout": s,
+"cas_backoff": s}`), lets
+every agent join the run's stock c10d rendezvous once the store key `go/<run_id>` appears, and
+prints one JSON line with each agent's start/end times and the rendezvous state traffic it
+caused (calls and bytes of get_state/set_state). Torch is imported once per process, so a trial
+measures joining, not interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+
+from torch.distributed import TCPStore
+from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
+from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
+    DynamicRendezvousHandler,
+    RendezvousTimeout,
+)
+
+
+class CountingBackend(C10dRendezvousBackend):
+    """The stock c10d backend, counting the state reads and compare-and-set writes it makes."""
+
+    def __init__(self, store: TCPStore, run_id: str) -> None:
+        super().__init__(store, run_id)
+        self.gets = self.sets = self.failed_sets = self.bytes = 0
+
+    def get_state(self) -> Any:
+        result = super().get_state()
+        self.gets += 1
+        self.bytes += len(result[0]) if result else 0
+        return result
+
+    def set_state(self, state: bytes, token: Any = None) -> Any:
+        result = super().set_state(state, token)
+        self.sets += 1
+        self.bytes += len(state) + (len(result[0]) if result else 0)
+        if result is not None and not result[2]:
+            self.failed_sets += 1
+        return result
+
+
+def join(host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]]) -> None:
+    run_id, nodes = cmd["run_id"], cmd["nodes"]
+    store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=cmd["timeout"]))
+    backend = CountingBackend(store, run_id)
+    handler = DynamicRendezvousHandler.from_backend(
+        run_id, store, backend, min_nodes=nodes, max_nodes=nodes, local_addr=name,
+        timeout=RendezvousTimeout(join=timedelta(seconds=cmd["timeout"]), last_call=timedelta(seconds=1)),
+        cas_backoff_max_seconds=cmd.get("cas_backoff", 0.0),
+    )  # fmt: skip
+    store.wait([f"go/{run_id}"])
+    start = time.time()
+    record: dict[str, Any] = {"agent": name, "start": start}
+    try:
+        info = handler.next_rendezvous()
+        record.update(end=time.time(), rank=info.rank, world=info.world_size)
+    except Exception as exc:  # a failed join is a result to report
+        record.update(end=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
+    handler._stop_heartbeats()  # the next trial must not hear this one's keep-alives
+    record.update(gets=backend.gets, sets=backend.sets, failed_sets=backend.failed_sets, bytes=backend.bytes)
+    out.append(record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    host, port = (argv or sys.argv[1:])[:2]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        results: list[dict[str, Any]] = []
+        threads = [
+            threading.Thread(target=join, args=(host, int(port), cmd, name, results), daemon=True)
+            for name in cmd["agents"]
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(cmd["timeout"] + 30)
+        print(json.dumps({"results": results}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
