@@ -85,11 +85,15 @@ def test_every_value_has_a_doc_comment() -> None:
             continue  # part of a documented default value (e.g. resources.requests.cpu)
         value_block = None
         is_parent = value == "" and i + 1 < len(lines) and re.match(rf"^{indent}  \S", lines[i + 1]) is not None
-        if is_parent and not lines[i - 1].strip().startswith("# --"):
+        comment = []  # the comment block right above, which may continue over several lines
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            comment.insert(0, lines[j].strip())
+            j -= 1
+        documented = bool(comment) and comment[0].startswith("# --")
+        if is_parent and not documented:
             continue  # a parent whose children carry the comments (e.g. image:)
-        assert lines[i - 1].strip().startswith("# --"), (
-            f"values.yaml line {i + 1} ({line.strip()}) has no '# --' comment"
-        )
+        assert documented, f"values.yaml line {i + 1} ({line.strip()}) has no '# --' comment"
         checked += 1
         if is_parent:
             value_block = indent
