@@ -22,14 +22,14 @@ RESULTS = machine.REPO / "bench" / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sizes and runs (under 10 minutes)")
-    parser.add_argument("--only", default="b1,b3", help="comma-separated benchmarks to run (b1, b3)")
+    parser.add_argument("--only", default="b1,b2,b3", help="comma-separated benchmarks: b1, b2 (with b5), b3")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     chosen = {b.strip().lower() for b in args.only.split(",") if b.strip()}
-    unknown = chosen - {"b1", "b3"}
+    unknown = chosen - {"b1", "b2", "b3"}
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b3")
+        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3")
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -41,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
         sizes = [8, 32, 64] if args.quick else [8, 32, 64, 128, 256]
         results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180)
-    if "b1" in chosen:
-        from elasticjob_bench import launch
+    if chosen & {"b1", "b2"}:
+        from elasticjob_bench import launch, recovery
 
-        results["b1"] = launch.run(repeats=3 if args.quick else 5)
+        with launch.Operator() as op:
+            if "b1" in chosen:
+                results["b1"] = launch.run(3 if args.quick else 5, op)
+            if "b2" in chosen:
+                results.update(recovery.run(3 if args.quick else 5, op))
     results["seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = results["date"][:10]

@@ -38,14 +38,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def step_times(marks: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per rank file, the (step, time) lines written so far."""
+    out = {}
+    for f in marks.glob("rank-*"):
+        complete = f.read_text().split("\n")[:-1]  # a line still being written has no newline yet
+        fields = [line.split() for line in complete]
+        out[f.name] = [(int(p[0]), float(p[1])) for p in fields if len(p) == 2]
+    return out
+
+
 def _wait_marks(marks: Path, t0: float, timeout: float) -> float:
+    """Seconds from t0 until every rank has finished step 1."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        files = list(marks.glob("rank-*"))
-        if len(files) == NODES * NPROC:
-            return max(float(f.read_text()) for f in files) - t0
+        times = step_times(marks)
+        if len(times) == NODES * NPROC and all(times.values()):
+            return max(t[0][1] for t in times.values()) - t0
         time.sleep(0.05)
-    raise RuntimeError(f"only {len(list(marks.glob('rank-*')))} of {NODES * NPROC} ranks finished step 1")
+    raise RuntimeError(f"only {len(step_times(marks))} of {NODES * NPROC} ranks finished step 1")
 
 
 def torchrun_once(work: Path) -> float:
@@ -105,12 +116,11 @@ class Operator:
             input=yaml.safe_dump_all(docs), text=True, check=True, capture_output=True,
         )  # fmt: skip
 
-    def once(self, work: Path) -> float:
-        name = f"b1-{uuid.uuid4().hex[:6]}"
-        marks = work / name
-        marks.mkdir()
+    def job(self, name: str, marks: Path, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """A ConfigMap with the step script and a 4 x 2 ElasticJob running it."""
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
               "data": {"step.py": SCRIPT.read_text()}}  # fmt: skip
+        variables = {"MARK_DIR": "/marks", "OMP_NUM_THREADS": "1", **(env or {})}
         job = {
             "apiVersion": "elasticjob.io/v1alpha1", "kind": "ElasticJob", "metadata": {"name": name},
             "spec": {
@@ -119,7 +129,7 @@ class Operator:
                     "containers": [{
                         "name": "trainer", "image": "elasticjob-training:dev",
                         "command": ["python", "/opt/bench/step.py"],
-                        "env": [{"name": "MARK_DIR", "value": "/marks"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
+                        "env": [{"name": k, "value": v} for k, v in variables.items()],
                         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
                         "volumeMounts": [{"name": "script", "mountPath": "/opt/bench"},
                                          {"name": "marks", "mountPath": "/marks"}],
@@ -129,21 +139,34 @@ class Operator:
                 }},
             },
         }  # fmt: skip
+        return [cm, job]
+
+    def delete(self, name: str) -> None:
+        self.cluster.kubectl("delete", "ej", name, "-n", NAMESPACE, "--wait=true", "--timeout=120s", check=False)
+
+    def status(self, name: str) -> dict[str, Any]:
+        out = self.cluster.kubectl("get", "ej", name, "-n", NAMESPACE, "-o", "json", check=False)
+        return dict(json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+
+    def once(self, work: Path) -> float:
+        name = f"b1-{uuid.uuid4().hex[:6]}"
+        marks = work / name
+        marks.mkdir()
+        docs = self.job(name, marks)
         t0 = time.time()
-        self.apply([cm, job])
+        self.apply(docs)
         try:
             return _wait_marks(marks, t0, 300)
         finally:
-            self.cluster.kubectl("delete", "ej", name, "-n", NAMESPACE, "--wait=true", "--timeout=120s", check=False)
+            self.delete(name)
 
 
-def run(repeats: int) -> dict[str, Any]:
+def run(repeats: int, op: Operator) -> dict[str, Any]:
     """Median time to step 1 for each, the overhead in seconds and the ratio operator/torchrun."""
     work = Path(tempfile.mkdtemp(prefix="ej-b1-"))
     try:
         baseline = [torchrun_once(work) for _ in range(repeats)]
-        with Operator() as op:
-            ours = [op.once(work) for _ in range(repeats)]
+        ours = [op.once(work) for _ in range(repeats)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     b, o = statistics.median(baseline), statistics.median(ours)
@@ -157,7 +180,3 @@ def run(repeats: int) -> dict[str, Any]:
     }
     print(f"B1 torchrun {b:.2f} s, ElasticJob {o:.2f} s, overhead {o - b:.2f} s", flush=True)
     return result
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(1), indent=2))

@@ -8,6 +8,8 @@ from typing import Any
 
 GOALS = {
     "b1": "overhead <= 3 s over plain torchrun",
+    "b2a": "<= 10 s",
+    "b5": "< 2 s",
     "b3": "64 agents <= 3 s, 128 <= 6 s, 256 <= 15 s, no livelock",
 }
 B3_GOALS = {64: 3.0, 128: 6.0, 256: 15.0}
@@ -85,6 +87,34 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
             f"Runs: torchrun {b1['runs']['torchrun']}, ElasticJob {b1['runs']['elasticjob']}.",
             "",
         ]
+    if "b2a" in results:
+        b2, b5 = results["b2a"], results["b5"]
+        lines += [
+            "## B2a recovery from a killed worker process, B5 status freshness",
+            "",
+            "One worker process of a running 4 x 2 job is SIGKILLed at step 30. Recovery: from the kill "
+            "to every rank finishing its next step; baseline: the same kill under plain `torchrun` "
+            "(`--max-restarts 3`). Freshness: from the kill to `status.restarts.total` rising.",
+            "",
+            "| | torchrun (baseline) | ElasticJob | ratio | goal |",
+            "|---|---|---|---|---|",
+            f"| B2a recovery | {b2['torchrun_s']} s | {b2['elasticjob_s']} s | {b2['ratio']} | "
+            f"{GOALS['b2a']}: {_met(b2['elasticjob_s'] <= 10)} |",
+            f"| B5 status freshness | - | {b5['status_s']} s | - | {GOALS['b5']}: {_met(b5['status_s'] < 2)} |",
+            "",
+            f"Runs: recovery torchrun {b2['runs']['torchrun']}, ElasticJob {b2['runs']['elasticjob']}; "
+            f"freshness {b5['runs']}.",
+            "",
+            "The torchrun baseline runs with `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`, as the launcher does. "
+            "Stock torchrun (workers sharing the rendezvous store) in the same run: "
+            + (
+                f"recovered in {stock['recovery_s']:.3f} s."
+                if "recovery_s" in (stock := results.get("b2a_stock_torchrun") or {})
+                else f"did not recover ({stock.get('error', 'not run')}): every restart failed in gloo's "
+                "connectFullMesh until `--max-restarts` was spent."
+            ),
+            "",
+        ]
     if "b3" in results:
         b3 = results["b3"]
         lines += [
@@ -116,12 +146,12 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         "## Reproduce",
         "",
         "```sh",
-        "make bench-quick   # B1 and B3 with fewer sizes and runs, under 10 minutes",
+        "make bench-quick   # B1, B2a/B5 and B3 with fewer sizes and runs",
         "make bench         # every size, more runs",
         ".venv/bin/python -m elasticjob_bench --only b3   # one benchmark",
         "```",
         "",
-        "Not measured yet: B2 (recovery), B4 (operator scale), B5 (status freshness), B5b (store "
+        "Not measured yet: B2b (pod deleted), B2c (store killed), B4 (operator scale), B5b (store "
         "throughput under a rendezvous).",
         "",
     ]

@@ -1,7 +1,8 @@
-"""B1's training script: join the process group, run one data-parallel step, record the time.
+"""The benchmarks' training script: data-parallel steps that record when each one finished.
 
-Each rank writes `<MARK_DIR>/rank-<RANK>` holding the wall-clock time at which its first step
-finished (every process of a benchmark runs on this one machine, so the clocks agree).
+Each rank appends `<step> <wall-clock time>` to `<MARK_DIR>/rank-<RANK>` after every step
+(every process of a benchmark runs on this one machine, so the clocks agree). STEPS (default 1)
+and STEP_SLEEP (default 0) set the length; B1 uses one step, B2/B5 a long run with a fault.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ from torch import nn
 
 def main() -> int:
     dist.init_process_group("gloo")
+    steps, pause = int(os.environ.get("STEPS", "1")), float(os.environ.get("STEP_SLEEP", "0"))
     model = nn.Linear(64, 10)
-    x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
-    loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()  # type: ignore[no-untyped-call]
-    for p in model.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
     mark = Path(os.environ["MARK_DIR"]) / f"rank-{dist.get_rank()}"
-    mark.write_text(repr(time.time()))
+    for step in range(1, steps + 1):
+        x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()  # type: ignore[no-untyped-call]
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+        with mark.open("a") as f:
+            f.write(f"{step} {time.time()!r}\n")
+        time.sleep(pause)
     dist.barrier()
     dist.destroy_process_group()
     return 0
