@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = results["date"][:10]
     path = args.out / f"{stem}.json"
+    if path.exists():  # another run the same day (e.g. `--only b3`): keep its other sections
+        earlier = json.loads(path.read_text())
+        if earlier.get("machine") == results["machine"]:
+            results = {**earlier, **results, "seconds": round(earlier.get("seconds", 0) + results["seconds"], 1)}
     path.write_text(json.dumps(results, indent=2) + "\n")
     plots = report.plots(results, args.out, stem)
     args.doc.write_text(report.markdown(results, path, plots, args.doc.parent))
