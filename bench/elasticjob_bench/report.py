@@ -110,8 +110,9 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
             + (
                 f"recovered in {stock['recovery_s']:.3f} s."
                 if "recovery_s" in (stock := results.get("b2a_stock_torchrun") or {})
-                else f"did not recover ({stock.get('error', 'not run')}): every restart failed in gloo's "
-                "connectFullMesh until `--max-restarts` was spent."
+                else "did not recover: every agent exited before any rank finished a step after the kill."
+                if stock
+                else "not run."
             ),
             "",
         ]
