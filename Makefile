@@ -68,3 +68,15 @@ bench-quick: setup ## the benchmarks with fewer sizes and runs (under 10 minutes
 clean: ## remove the venv and local cluster state (not the binary cache)
 	-$(BIN)/python -m elasticjob_localcluster down
 	rm -rf $(VENV) .cluster
+
+# kind (docs/kind.md): a real multi-node cluster in Docker from a node image built here, no registry
+.PHONY: kind-node-image kind-up kind-down
+
+kind-node-image: ## build (or load from cache) the kind node image elasticjob-kind-node:v1.35.4
+	bash hack/kind/build-node-image.sh
+
+kind-up: ## kind cluster "elasticjob" (1 control plane + 3 workers) from that image; prints the KUBECONFIG
+	bash hack/kind/up.sh
+
+kind-down: ## delete the kind cluster made by kind-up
+	bash hack/kind/down.sh
