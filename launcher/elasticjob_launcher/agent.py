@@ -88,6 +88,8 @@ class Hooks:
 
 
 def _round_of(handler: Any) -> int:
+    if isinstance(getattr(handler, "round", None), int):  # the elasticjob handler
+        return int(handler.round)
     holder = getattr(handler, "_state_holder", None)
     state = getattr(holder, "state", None)
     return int(getattr(state, "round", 0))

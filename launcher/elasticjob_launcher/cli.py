@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(parser, "nnodes", default="1:1", help="number of nodes, N or MIN:MAX")
     _flag(parser, "nproc-per-node", default="1", help="workers per node: an integer, auto, gpu or cpu")
-    _flag(parser, "rdzv-backend", default="c10d", help="rendezvous backend (c10d)")
+    _flag(
+        parser, "rdzv-backend", default="c10d",
+        help="rendezvous backend: c10d (torch's) or elasticjob (O(1) store round-trips per join)",
+    )  # fmt: skip
     _flag(parser, "rdzv-endpoint", default="", help="rendezvous store HOST:PORT")
     _flag(parser, "rdzv-id", default="none", help="rendezvous run id (the job's uid under the operator)")
     _flag(

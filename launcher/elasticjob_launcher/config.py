@@ -65,6 +65,10 @@ def split_endpoint(endpoint: str, default_port: int = 29400) -> tuple[str, int]:
         raise ValueError(f"--rdzv-endpoint must be HOST[:PORT], got {endpoint!r}") from None
 
 
+#: c10d: torch's DynamicRendezvousHandler; elasticjob: the O(1)-join handler (rendezvous.py)
+RDZV_BACKENDS = ("c10d", "elasticjob")
+
+
 @dataclass(frozen=True)
 class LauncherConfig:
     """Everything a worker-mode launch needs, validated."""
@@ -96,8 +100,8 @@ class LauncherConfig:
             raise ValueError(f"--nnodes needs 1 <= MIN <= MAX, got {self.min_nodes}:{self.max_nodes}")
         if self.nproc_per_node < 1:
             raise ValueError(f"--nproc-per-node must be >= 1, got {self.nproc_per_node}")
-        if self.rdzv_backend != "c10d":
-            raise ValueError(f"--rdzv-backend: only c10d is supported, got {self.rdzv_backend!r}")
+        if self.rdzv_backend not in RDZV_BACKENDS:
+            raise ValueError(f"--rdzv-backend must be one of {', '.join(RDZV_BACKENDS)}, got {self.rdzv_backend!r}")
         if not self.standalone and not self.rdzv_endpoint:
             raise ValueError("--rdzv-endpoint HOST:PORT is required unless --standalone is given")
         if self.max_restarts < 0:

@@ -24,6 +24,7 @@ from torch.distributed.elastic.rendezvous import (
 )
 from torch.distributed.elastic.rendezvous import registry as rdzv_registry
 
+from elasticjob_launcher import rendezvous
 from elasticjob_launcher import reporter as status
 from elasticjob_launcher.agent import ElasticJobAgent, Hooks, JobCounters, StoreLost
 from elasticjob_launcher.config import LauncherConfig, split_endpoint
@@ -83,7 +84,7 @@ class _Reporting:
 def _handler(config: LauncherConfig, endpoint: str, run_id: str) -> Any:
     conf: dict[str, Any] = {**config.rdzv_conf, "is_host": "false"}
     params = RendezvousParameters(
-        backend="c10d",
+        backend=config.rdzv_backend,
         endpoint=endpoint,
         run_id=run_id,
         min_nodes=config.min_nodes,
@@ -91,6 +92,8 @@ def _handler(config: LauncherConfig, endpoint: str, run_id: str) -> Any:
         local_addr=config.local_addr,
         **conf,
     )
+    if config.rdzv_backend == rendezvous.BACKEND:
+        return rendezvous.create_handler(params)
     return rdzv_registry.get_rendezvous_handler(params)
 
 
@@ -127,6 +130,8 @@ def _run_once(config: LauncherConfig, endpoint: str, run_id: str, counters: JobC
         result = agent.run(config.role)
     except SignalException as exc:
         log.warning("left the job on %s (drained); the rendezvous stays open for the others", exc.sigval.name)
+        if isinstance(handler, rendezvous.StoreRendezvousHandler):
+            handler.leave()  # the next round need not wait for this node's keep-alive to go stale
         return ExitCode.DRAINED
     except RendezvousTimeoutError as exc:
         log.error("rendezvous timed out: %s", exc)

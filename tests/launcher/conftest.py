@@ -29,8 +29,9 @@ def free_port() -> int:
 class Procs:
     """Processes started by one test; all are killed at teardown."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, backend: str = "c10d") -> None:
         self.tmp = tmp
+        self.backend = backend  # the agents' --rdzv-backend
         self.procs: list[subprocess.Popen[bytes]] = []
         self.out = tmp / "out"
         self.out.mkdir()
@@ -59,7 +60,7 @@ class Procs:
         self, port: int, name: str, *, nnodes: str = "2:3", restarts: int = 2, **env: str
     ) -> subprocess.Popen[bytes]:
         args = [
-            *LAUNCH, "--nnodes", nnodes, "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+            *LAUNCH, "--nnodes", nnodes, "--nproc-per-node", "2", "--rdzv-backend", self.backend,
             "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test", "--max-restarts", str(restarts),
             "--rdzv-conf", "last_call_timeout=2,join_timeout=120", "--monitor-interval", "0.2", str(SCRIPT),
         ]  # fmt: skip

@@ -53,7 +53,7 @@ def test_environment_provides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--nnodes", "3:2", "--rdzv-endpoint", "h:1", "t.py"], "MIN <= MAX"),
         (["--nnodes", "a:b", "--rdzv-endpoint", "h:1", "t.py"], "N or MIN:MAX"),
         (["--nproc-per-node", "0", "--standalone", "t.py"], ">= 1"),
-        (["--rdzv-backend", "etcd", "--rdzv-endpoint", "h:1", "t.py"], "only c10d"),
+        (["--rdzv-backend", "etcd", "--rdzv-endpoint", "h:1", "t.py"], "must be one of c10d, elasticjob"),
         (["t.py"], "--rdzv-endpoint HOST:PORT is required"),
         (["--rdzv-conf", "oops", "--standalone", "t.py"], "key=value"),
         (["--module", "--no-python", "--standalone", "t.py"], "cannot be used together"),

@@ -1,13 +1,23 @@
-"""elasticjob-launch with real torch on CPU: rendezvous, restarts, elasticity, store restart, drain."""
+"""elasticjob-launch with real torch on CPU: rendezvous, restarts, elasticity, store restart, drain.
+
+Every test runs with both rendezvous backends: torch's c10d handler and the project's own.
+"""
 
 from __future__ import annotations
 
 import signal
 import time
 
+import pytest
 from elasticjob_api.exitcodes import ExitCode
 
 from .conftest import Procs, free_port
+
+
+@pytest.fixture(autouse=True, params=["c10d", "elasticjob"])
+def backend(request: pytest.FixtureRequest, procs: Procs) -> str:
+    procs.backend = request.param
+    return procs.backend
 
 
 def assert_world(procs: Procs, world: int) -> None:
