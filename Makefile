@@ -62,7 +62,7 @@ faults: setup ## the fault scenarios REPEAT times in a row (default 5), each on 
 bench: setup ## every benchmark: bench/results/<date>.json, PNG plots, docs/benchmarks.md (not part of `make test`)
 	$(BIN)/python -m elasticjob_bench
 
-bench-quick: setup ## the benchmarks with fewer sizes and runs (under 10 minutes)
+bench-quick: setup ## the benchmarks with fewer sizes, runs and variants
 	$(BIN)/python -m elasticjob_bench --quick
 
 clean: ## remove the venv and local cluster state (not the binary cache)
@@ -80,3 +80,7 @@ kind-up: ## kind cluster "elasticjob" (1 control plane + 3 workers) from that im
 
 kind-down: ## delete the kind cluster made by kind-up
 	bash hack/kind/down.sh
+
+.PHONY: e2e-kind
+e2e-kind: setup ## tests/e2e on a fresh kind cluster with the project's images, deleted after (PYTEST_ARGS=...)
+	PYTEST=$(BIN)/pytest bash hack/kind/e2e.sh $(PYTEST_ARGS)

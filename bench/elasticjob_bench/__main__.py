@@ -21,15 +21,15 @@ RESULTS = machine.REPO / "bench" / "results"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and runs (under 10 minutes)")
-    parser.add_argument("--only", default="b1,b2,b3", help="comma-separated benchmarks: b1, b2 (with b5), b3")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes, runs and variants")
+    parser.add_argument("--only", default="b1,b2,b3,b5b", help="comma-separated benchmarks: b1, b2 (with b5), b3, b5b")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     chosen = {b.strip().lower() for b in args.only.split(",") if b.strip()}
-    unknown = chosen - {"b1", "b2", "b3"}
+    unknown = chosen - {"b1", "b2", "b3", "b5b"}
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3")
+        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3, b5b")
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if "b3" in chosen:
         from elasticjob_bench import rdzv
 
-        sizes = [8, 32, 64] if args.quick else [8, 32, 64, 128, 256]
-        results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180)
+        sizes = [8, 64, 128, 256] if args.quick else [8, 32, 64, 128, 256]
+        variants = ["stock", "elasticjob"] if args.quick else list(rdzv.VARIANTS)
+        results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180, variants=variants)
+    if "b5b" in chosen:
+        from elasticjob_bench import store_load
+
+        results["b5b"] = store_load.run(repeats=3)
     if chosen & {"b1", "b2"}:
         from elasticjob_bench import launch, recovery
 

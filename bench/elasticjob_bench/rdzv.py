@@ -9,6 +9,10 @@ Variants, measured in the same run:
 - `stock`: torch's DynamicRendezvousHandler over the c10d backend with its defaults; the baseline.
 - `cas-backoff`: the same with `cas_backoff_max_seconds` (torch >= 2.10), a random pause after a
   failed compare-and-set, which spreads the retries that make joins quadratic.
+- `elasticjob`: the launcher's own handler (`--rdzv-backend elasticjob`,
+  `elasticjob_launcher.rendezvous`): a join is an `add` for a slot, a `set` of its id and a `wait`
+  for the member list that the last arrival writes once (plus one keep-alive `set`); the state
+  traffic columns count torch's state blob and do not apply to it.
 
 Limits: all agents share this machine's cores with the store, as in the probes; a trial that
 does not finish within the join timeout is reported as such (no figure) and the larger sizes of
@@ -33,7 +37,11 @@ from torch.distributed import TCPStore
 
 PER_PROCESS = 8
 TRAFFIC = ("state_reads_per_join", "cas_writes_per_join", "failed_cas_per_join", "state_bytes_per_join")
-VARIANTS: dict[str, dict[str, Any]] = {"stock": {}, "cas-backoff": {"cas_backoff": 0.5}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "stock": {},
+    "cas-backoff": {"cas_backoff": 0.5},
+    "elasticjob": {"handler": "elasticjob"},
+}
 
 
 def free_port() -> int:
@@ -65,7 +73,11 @@ class Pool:
             if p.stdin:
                 p.stdin.close()
         for p in self.procs:
-            p.wait(30)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:  # agents of a trial that never finished may hang on
+                p.kill()
+                p.wait(30)
 
 
 def _read(stream: IO[str] | None) -> dict[str, Any]:
@@ -87,18 +99,28 @@ def trial(pool: Pool, store: TCPStore, nodes: int, timeout: float, options: dict
             raise RuntimeError("no pipe")
         proc.stdin.write(json.dumps(cmd) + "\n")
         proc.stdin.flush()
-    time.sleep(1 + nodes / 64)  # every agent connects and waits for the go key
+    for proc in used:  # every agent holds its store connections and waits for the go key
+        _read(proc.stdout)
     t0 = time.time()
     store.set(f"go/{run_id}", "1")
     records = [r for proc in used for r in _read(proc.stdout)["results"]]
     failed = [r for r in records if "error" in r]
     ok = not failed and len(records) == nodes
-    joins = len(records) or 1
     return {
         "nodes": nodes,
         "ok": ok,
         "seconds": round(max(r["end"] for r in records) - t0, 3) if ok else None,
         "error": failed[0]["error"] if failed else (None if ok else f"{len(records)} of {nodes} reported"),
+        **_traffic(records),
+    }
+
+
+def _traffic(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per join: state blob reads, compare-and-set writes (and failed ones), bytes (c10d only)."""
+    if not records or "gets" not in records[0]:
+        return dict.fromkeys(TRAFFIC)
+    joins = len(records)
+    return {
         "state_reads_per_join": round(sum(r["gets"] for r in records) / joins, 1),
         "cas_writes_per_join": round(sum(r["sets"] for r in records) / joins, 1),
         "failed_cas_per_join": round(sum(r["failed_sets"] for r in records) / joins, 1),
@@ -106,7 +128,12 @@ def trial(pool: Pool, store: TCPStore, nodes: int, timeout: float, options: dict
     }
 
 
-def run(sizes: list[int], repeats: int, timeout: float) -> dict[str, Any]:
+def _median_or_none(values: list[Any]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def run(sizes: list[int], repeats: int, timeout: float, variants: list[str] | None = None) -> dict[str, Any]:
     """Median join time per size and variant, with the traffic per join; ratios against `stock`."""
     port = free_port()
     server = subprocess.Popen(
@@ -119,6 +146,8 @@ def run(sizes: list[int], repeats: int, timeout: float) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         try:
             for variant, options in VARIANTS.items():
+                if variants is not None and variant not in variants:
+                    continue
                 for nodes in sizes:
                     trials = [trial(pool, store, nodes, timeout, options) for _ in range(repeats)]
                     good = [t["seconds"] for t in trials if t["ok"]]
@@ -128,7 +157,7 @@ def run(sizes: list[int], repeats: int, timeout: float) -> dict[str, Any]:
                         "runs": len(trials),
                         "finished": len(good),
                         "median_s": round(statistics.median(good), 3) if good else None,
-                        **{k: statistics.median(t[k] for t in trials) for k in TRAFFIC},
+                        **{k: _median_or_none([t[k] for t in trials]) for k in TRAFFIC},
                         "errors": sorted({t["error"] for t in trials if t["error"]}),
                     }
                     rows.append(row)

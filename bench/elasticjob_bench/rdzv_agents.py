@@ -2,10 +2,10 @@
 
 Run by `elasticjob_bench.rdzv` as `python -m elasticjob_bench.rdzv_agents HOST PORT`; it reads one
 JSON command per line on stdin (`{"run_id", "agents": [names], "nodes": N, "timeout": s,
-"cas_backoff": s}`), lets
-every agent join the run's stock c10d rendezvous once the store key `go/<run_id>` appears, and
-prints one JSON line with each agent's start/end times and the rendezvous state traffic it
-caused (calls and bytes of get_state/set_state). Torch is imported once per process, so a trial
+"cas_backoff": s, "handler": "c10d" | "elasticjob"}`), lets every agent join the run's
+rendezvous once the store key `go/<run_id>` appears, and prints one JSON line with each agent's
+start/end times and, for c10d, the rendezvous state traffic it caused (calls and bytes of
+get_state/set_state). Torch is imported once per process, so a trial
 measures joining, not interpreter start-up.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
 
+from elasticjob_launcher.rendezvous import StoreRendezvousHandler
 from torch.distributed import TCPStore
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
@@ -51,7 +52,35 @@ class CountingBackend(C10dRendezvousBackend):
         return result
 
 
-def join(host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]]) -> None:
+def join_ours(
+    host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]], connected: threading.Barrier
+) -> None:
+    """One agent of the project's handler (two store connections: requests and keep-alives)."""
+    timeout = timedelta(seconds=cmd["timeout"])
+    store, beats = (TCPStore(host, port, is_master=False, timeout=timeout) for _ in range(2))
+    handler = StoreRendezvousHandler(
+        cmd["run_id"], store, beats, min_nodes=cmd["nodes"], max_nodes=cmd["nodes"], local_addr=name,
+        join_timeout=cmd["timeout"], last_call_timeout=1,
+    )  # fmt: skip
+    connected.wait()
+    store.wait([f"go/{cmd['run_id']}"])
+    start = time.time()
+    record: dict[str, Any] = {"agent": name, "start": start}
+    try:
+        info = handler.next_rendezvous()
+        record.update(end=time.time(), rank=info.rank, world=info.world_size)
+    except Exception as exc:  # a failed join is a result to report
+        record.update(end=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
+    handler.leave()
+    out.append(record)
+
+
+def join(
+    host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]], connected: threading.Barrier
+) -> None:
+    if cmd.get("handler") == "elasticjob":
+        join_ours(host, port, cmd, name, out, connected)
+        return
     run_id, nodes = cmd["run_id"], cmd["nodes"]
     store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=cmd["timeout"]))
     backend = CountingBackend(store, run_id)
@@ -60,6 +89,7 @@ def join(host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[st
         timeout=RendezvousTimeout(join=timedelta(seconds=cmd["timeout"]), last_call=timedelta(seconds=1)),
         cas_backoff_max_seconds=cmd.get("cas_backoff", 0.0),
     )  # fmt: skip
+    connected.wait()
     store.wait([f"go/{run_id}"])
     start = time.time()
     record: dict[str, Any] = {"agent": name, "start": start}
@@ -79,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     for line in sys.stdin:
         cmd = json.loads(line)
         results: list[dict[str, Any]] = []
+        # every agent holds its store connections before the trial starts: dozens of connections
+        # opened at once take seconds to be accepted, which is not the rendezvous' doing
+        connected = threading.Barrier(len(cmd["agents"]) + 1)
         threads = [
-            threading.Thread(target=join, args=(host, int(port), cmd, name, results), daemon=True)
+            threading.Thread(target=join, args=(host, int(port), cmd, name, results, connected), daemon=True)
             for name in cmd["agents"]
         ]
         for t in threads:
             t.start()
+        connected.wait(cmd["timeout"])
+        print(json.dumps({"connected": True}), flush=True)
         for t in threads:
             t.join(cmd["timeout"] + 30)
         print(json.dumps({"results": results}), flush=True)

@@ -1,13 +1,22 @@
-"""B2a and B5: a worker process killed mid-training, on the local control plane.
+"""B2 recovery (three faults) and B5 status freshness, on the local control plane.
 
-- B2a recovery: from the SIGKILL to every rank finishing its next step (the step script logs
-  each step's time per rank).
-- B5 status freshness: from the SIGKILL to `status.restarts.total` rising in the ElasticJob.
+One fault at step 30 of a running 4 x 2 job (600 steps of 50 ms):
+- B2a: one worker process SIGKILLed (local rank 1 of one pod);
+- B2b: one worker pod deleted (`kubectl delete pod`, default grace);
+- B2c: the store pod force-deleted (`--grace-period=0 --force`).
+
+Recovery is the time from the fault to every rank finishing the first step of the restarted
+worker group (the step script logs each step's time per rank, from step 1 in every new
+process). It is split into parts, each measured from the fault: the first and
+the last new worker process started (`proc-<rank>` marks, written before `import torch`), the
+process group formed on every rank (the new group's init), and the first step everywhere; for
+B2b/B2c also the replacement pod created and Running (a watch on the namespace's pods).
+B5 status freshness: from the B2a kill to `status.restarts.total` rising in the ElasticJob.
 
 Baseline for B2a: the same kill under plain torchrun (4 local agents), measured in the same run.
-B5 has no baseline: torchrun has no status to be fresh.
-Limits: B2b (pod deleted) and B2c (store killed) are not measured yet, and recovery is not yet
-split into detection, rendezvous and first step.
+B2b and B2c have no torchrun baseline: torchrun has no pods, and its store dies with agent 0.
+Limits: the local cluster's pods are host processes, so image pulls and a real kubelet's
+container start are not in the figures.
 """
 
 from __future__ import annotations
@@ -19,14 +28,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from elasticjob_bench.launch import NODES, NPROC, SCRIPT, Operator, _free_port, step_times
+import urllib3
+
+from elasticjob_bench.launch import NAMESPACE, NODES, NPROC, SCRIPT, Operator, _free_port, step_times
 
 STEPS, STEP_SLEEP, KILL_AT = 600, 0.05, 30
+FAULTS = {"b2a": "worker process killed", "b2b": "worker pod deleted", "b2c": "store pod killed"}
 
 
 def _worker_pid(marker: str) -> int | None:
@@ -41,40 +55,107 @@ def _worker_pid(marker: str) -> int | None:
     return None
 
 
-def _kill_and_time(
-    marks: Path, marker: str, status: Any = None, alive: Any = None, timeout: float = 180
-) -> dict[str, float]:
-    """Wait for step KILL_AT everywhere, kill one worker, time recovery (and status if given)."""
-    deadline = time.monotonic() + timeout
+def _proc_marks(marks: Path) -> dict[str, list[float]]:
+    """`start`/`init` times of every worker process so far, by kind."""
+    out: dict[str, list[float]] = {"start": [], "init": []}
+    for f in marks.glob("proc-*"):
+        for line in f.read_text().split("\n")[:-1]:
+            kind, _, t = line.partition(" ")
+            if kind in out and t:
+                out[kind].append(float(t))
+    return out
+
+
+class PodWatch:
+    """First time each pod (by uid) was seen after `since`, and first time it was seen Running."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        from kubernetes import client, config, watch
+
+        self._api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))  # type: ignore[no-untyped-call]
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._namespace = namespace
+        self.created: dict[str, tuple[str, float]] = {}  # uid -> (name, time first seen)
+        self.running: dict[str, float] = {}
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PodWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped = True
+        self._watch.stop()  # type: ignore[no-untyped-call]
+
+    def _run(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            self._api.list_namespaced_pod, self._namespace, timeout_seconds=600
+        )
+        try:
+            for event in stream:
+                pod, now = event["object"], time.time()
+                self.created.setdefault(pod.metadata.uid, (pod.metadata.name, now))
+                if pod.status.phase == "Running":
+                    self.running.setdefault(pod.metadata.uid, now)
+        except urllib3.exceptions.ProtocolError:
+            if not self._stopped:  # stop() ends the stream mid-chunk; anything else is a real error
+                raise
+
+    def new_pod(self, since: float, role: str) -> tuple[float | None, float | None]:
+        """(created, running) seconds after `since` of the first pod of `role` seen after it."""
+        fresh = sorted((t, uid) for uid, (name, t) in self.created.items() if t > since and f"-{role}" in name)
+        if not fresh:
+            return None, None
+        t, uid = fresh[0]
+        running = self.running.get(uid)
+        return t - since, None if running is None else running - since
+
+
+def _wait_steady(marks: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         times = step_times(marks)
         if len(times) == NODES * NPROC and all(t and t[-1][0] >= KILL_AT for t in times.values()):
-            break
+            return
         time.sleep(0.05)
-    else:
-        raise RuntimeError("training did not reach the kill step")
-    pid = _worker_pid(marker)
-    if pid is None:
-        raise RuntimeError("no worker process to kill")
-    t_fault = time.time()
-    os.kill(pid, signal.SIGKILL)
+    raise RuntimeError("training did not reach the fault step")
+
+
+def _recovery(
+    marks: Path,
+    t_fault: float,
+    deadline: float,
+    status: Callable[[], dict[str, Any]] | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> dict[str, float]:
+    """Wait until every rank finished a step after `t_fault`; the parts of the time."""
     out: dict[str, float] = {}
     while time.monotonic() < deadline:
         if status is not None and "status_s" not in out and (status().get("restarts") or {}).get("total", 0) >= 1:
             out["status_s"] = time.time() - t_fault
-        after = [[t for _, t in steps if t > t_fault] for steps in step_times(marks).values()]
+        # the first step of the restarted group (the step script starts at step 1 in every new
+        # process): old processes may still finish steps after a pod deletion or a store loss
+        after = [[t for step, t in steps if t > t_fault and step == 1] for steps in step_times(marks).values()]
         if "recovery_s" not in out and len(after) == NODES * NPROC and all(after):
             out["recovery_s"] = max(a[0] for a in after) - t_fault
+            procs = _proc_marks(marks)
+            starts = sorted(t - t_fault for t in procs["start"] if t > t_fault)
+            inits = sorted(t - t_fault for t in procs["init"] if t > t_fault)
+            if starts:
+                out["first_worker_started_s"] = starts[0]
+                out["all_workers_started_s"] = starts[-1]
+            if inits:
+                out["process_group_formed_s"] = inits[-1]
         if "recovery_s" in out and (status is None or "status_s" in out):
             return out
         if alive is not None and not alive():
             raise RuntimeError(f"the job ended without recovering ({out})")
         time.sleep(0.02)
-    raise RuntimeError(f"no recovery within {timeout}s: {out}")
+    raise RuntimeError(f"no recovery before the deadline: {out}")
 
 
 def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
-    """The kill under plain torchrun. With `share_store` (torch's default) workers reuse the
+    """The B2a kill under plain torchrun. With `share_store` (torch's default) workers reuse the
     rendezvous store, which after a restart fails in gloo's connectFullMesh on this torch; the
     baseline figure is taken with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, as the launcher runs."""
     marks = work / f"torchrun-{uuid.uuid4().hex[:6]}"
@@ -89,8 +170,15 @@ def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     agents = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
               for _ in range(NODES)]  # fmt: skip
+    deadline = time.monotonic() + 180
     try:
-        return _kill_and_time(marks, str(marks), alive=lambda: any(a.poll() is None for a in agents))
+        _wait_steady(marks, deadline)
+        pid = _worker_pid(str(marks))
+        if pid is None:
+            raise RuntimeError("no worker process to kill")
+        t_fault = time.time()
+        os.kill(pid, signal.SIGKILL)
+        return _recovery(marks, t_fault, deadline, alive=lambda: any(a.poll() is None for a in agents))
     except RuntimeError as exc:
         return {"error": str(exc)}
     finally:
@@ -100,36 +188,79 @@ def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
             a.wait(60)
 
 
-def operator_once(op: Operator, work: Path) -> dict[str, float]:
-    name = f"b2-{uuid.uuid4().hex[:6]}"
+def operator_once(op: Operator, work: Path, fault: str) -> dict[str, float]:
+    """One job, one fault of kind `fault` (a key of FAULTS) at step KILL_AT, its recovery."""
+    name = f"{fault}-{uuid.uuid4().hex[:6]}"
     marks = work / name
     marks.mkdir()
     op.apply(op.job(name, marks, {"STEPS": str(STEPS), "STEP_SLEEP": str(STEP_SLEEP)}))
+    deadline = time.monotonic() + 240
     try:
-        return _kill_and_time(marks, "/marks", status=lambda: op.status(name))
+        with PodWatch(op.cluster.kubeconfig, NAMESPACE) as pods:
+            _wait_steady(marks, deadline)
+            t_fault = time.time()
+            if fault == "b2a":
+                pid = _worker_pid("/marks")
+                if pid is None:
+                    raise RuntimeError("no worker process to kill")
+                os.kill(pid, signal.SIGKILL)
+            elif fault == "b2b":
+                op.kubectl("delete", "pod", f"{name}-worker-1", "-n", NAMESPACE, "--wait=false")
+            else:  # the store pod of the current generation, by its labels
+                op.kubectl("delete", "pod", "-l", f"elasticjob.io/job-name={name},elasticjob.io/role=store", "-n",
+                           NAMESPACE, "--grace-period=0", "--force", "--wait=false")  # fmt: skip
+            out = _recovery(marks, t_fault, deadline, status=(lambda: op.status(name)) if fault == "b2a" else None)
+            if fault != "b2a":
+                created, running = pods.new_pod(t_fault, "worker" if fault == "b2b" else "rdzv")
+                if created is not None:
+                    out["replacement_created_s"] = created
+                if running is not None:
+                    out["replacement_running_s"] = running
+            return out
     finally:
         op.delete(name)
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return round(statistics.median(values), 3) if values else None
+
+
+PARTS = ["replacement_created_s", "replacement_running_s", "first_worker_started_s", "all_workers_started_s",
+         "process_group_formed_s", "recovery_s"]  # fmt: skip
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians of every part over the runs, and the runs' recovery times."""
+    return {
+        "elasticjob_s": _median(runs, "recovery_s"),
+        "parts": {p: m for p in PARTS if (m := _median(runs, p)) is not None},
+        "runs": [round(r["recovery_s"], 3) for r in runs],
+    }
 
 
 def run(repeats: int, op: Operator) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ej-b2-"))
     try:
         stock = torchrun_once(work, share_store=True)
-        base = [torchrun_once(work, share_store=False)["recovery_s"] for _ in range(repeats)]
-        ours = [operator_once(op, work) for _ in range(repeats)]
+        base_runs = [torchrun_once(work, share_store=False) for _ in range(repeats)]
+        ours = {fault: [operator_once(op, work, fault) for _ in range(repeats)] for fault in FAULTS}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    b = statistics.median(base)
-    r = statistics.median(o["recovery_s"] for o in ours)
-    s = statistics.median(o["status_s"] for o in ours)
-    print(f"B2a torchrun {b:.2f} s, ElasticJob {r:.2f} s; B5 status {s:.2f} s", flush=True)
-    return {
-        "b2a": {
-            "torchrun_s": round(b, 3),
-            "elasticjob_s": round(r, 3),
-            "ratio": round(r / b, 3),
-            "runs": {"torchrun": [round(x, 3) for x in base], "elasticjob": [round(o["recovery_s"], 3) for o in ours]},
-        },
-        "b2a_stock_torchrun": stock,
-        "b5": {"status_s": round(s, 3), "runs": [round(o["status_s"], 3) for o in ours]},
-    }
+    failed = [r["error"] for r in base_runs if "error" in r]
+    if failed:
+        raise RuntimeError(f"the torchrun baseline did not recover: {failed}")
+    results: dict[str, Any] = {"b2a_stock_torchrun": stock}
+    for fault, runs in ours.items():
+        results[fault] = {"fault": FAULTS[fault], **summarize(runs)}
+    b2a = results["b2a"]
+    base = summarize(base_runs)
+    b2a.update(torchrun_s=base["elasticjob_s"], torchrun_parts=base["parts"], torchrun_runs=base["runs"])
+    b2a["ratio"] = round(b2a["elasticjob_s"] / b2a["torchrun_s"], 3)
+    status = [r["status_s"] for r in ours["b2a"]]
+    results["b5"] = {"status_s": round(statistics.median(status), 3), "runs": [round(s, 3) for s in status]}
+    ours_s = ", ".join(f"{f} {results[f]['elasticjob_s']} s" for f in FAULTS)
+    print(
+        f"B2 torchrun {b2a['torchrun_s']} s; ElasticJob {ours_s}; B5 status {results['b5']['status_s']} s", flush=True
+    )
+    return results

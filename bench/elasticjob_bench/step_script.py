@@ -1,8 +1,10 @@
 """The benchmarks' training script: data-parallel steps that record when each one finished.
 
 Each rank appends `<step> <wall-clock time>` to `<MARK_DIR>/rank-<RANK>` after every step
-(every process of a benchmark runs on this one machine, so the clocks agree). STEPS (default 1)
-and STEP_SLEEP (default 0) set the length; B1 uses one step, B2/B5 a long run with a fault.
+(every process of a benchmark runs on this one machine, so the clocks agree). Each process also
+appends `start <time>` (before importing torch) and `init <time>` (process group formed) to
+`<MARK_DIR>/proc-<RANK>`, for the recovery breakdown. STEPS (default 1) and STEP_SLEEP
+(default 0) set the length; B1 uses one step, B2/B5 a long run with a fault.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import os
 import time
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-from torch import nn
+STARTED = time.time()
+
+# the start time is taken before the imports it measures
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def main() -> int:
     dist.init_process_group("gloo")
+    with (Path(os.environ["MARK_DIR"]) / f"proc-{dist.get_rank()}").open("a") as f:
+        f.write(f"start {STARTED!r}\ninit {time.time()!r}\n")
     steps, pause = int(os.environ.get("STEPS", "1")), float(os.environ.get("STEP_SLEEP", "0"))
     model = nn.Linear(64, 10)
     mark = Path(os.environ["MARK_DIR"]) / f"rank-{dist.get_rank()}"
