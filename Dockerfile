@@ -25,6 +25,8 @@ RUN pip wheel --no-deps -w /wheels /src
 FROM base AS operator
 COPY --from=build /wheels /wheels
 RUN pip install "$(ls /wheels/elasticjob-*.whl)[operator]" && rm -rf /wheels
+# uid 65532 has no passwd entry: kopf's default identity (getpass.getuser()) reads USER first
+ENV USER=elasticjob-operator
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["elasticjob-operator"]

@@ -201,6 +201,10 @@ def build_store_pod(job: ElasticJob, generation: int) -> Manifest:
             {"name": "health", "containerPort": health, "protocol": "TCP"},
         ],
         "readinessProbe": probe,
+        # liveness (10 s of silence) only once the store has answered: on a busy node, importing torch
+        # in the store's interpreter can take longer than that, and a store killed before it ever
+        # served would be recreated (a new generation) for nothing (seen on kind)
+        "startupProbe": {**probe, "failureThreshold": 90},
         "livenessProbe": {**probe, "failureThreshold": 5},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": _restricted_security_context(),
