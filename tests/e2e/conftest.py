@@ -1,10 +1,13 @@
 """Fixtures of the e2e suite: the operator installed with helm, a namespace per test.
 
 The cluster itself (`kube`) comes from tests/conftest.py. Only kubectl and helm talk to it.
+On a kind cluster (`make e2e-kind`, docs/kind.md) ELASTICJOB_E2E_KUBECONFIG names its kubeconfig
+and ELASTICJOB_E2E_KIND its name: nodes are then lost by killing their docker containers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -14,6 +17,18 @@ import pytest
 from .helpers import REPO, Kube, wait_for
 
 OPERATOR_NS = "elasticjob-system"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("ELASTICJOB_E2E_KIND") and not os.environ.get("ELASTICJOB_E2E_KUBECONFIG"):
+        raise pytest.UsageError("ELASTICJOB_E2E_KIND needs ELASTICJOB_E2E_KUBECONFIG (the kind cluster's kubeconfig)")
+
+
+@pytest.fixture(scope="session")
+def kube(kube: Kube) -> Kube:
+    """tests/conftest.py's cluster; on kind (ELASTICJOB_E2E_KIND) it knows the kind cluster's name."""
+    kind = os.environ.get("ELASTICJOB_E2E_KIND")
+    return dataclasses.replace(kube, kind_cluster=kind) if kind else kube
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,14 @@ results, and waits that print the job's story (status, Events, pod logs) when th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +18,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+#: the Docker client that drives kind's node containers (the one of hack/docker, else from PATH)
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 #: finds a pod's training process by its environment (pod, namespace, LOCAL_RANK) and SIGKILLs it
 KILL_WORKER = """
@@ -43,6 +47,10 @@ class Kube:
     pod_logs: Path | None = None
     #: the local cluster's state directory, where fault files make its node agent lose a node
     cluster_state: Path | None = None
+    #: the kind cluster the suite runs on (ELASTICJOB_E2E_KIND): a node is lost by killing its container
+    kind_cluster: str | None = None
+    #: extended resources (nvidia.com/gpu) of kind nodes lost by `lose_node`, put back on restore
+    _kind_lost: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -72,7 +80,7 @@ class Kube:
         config["users"] = [{"name": "token", "user": {"token": token}}]
         config["contexts"][0]["context"]["user"] = "token"
         path.write_text(yaml.safe_dump(config))
-        return Kube(path, self.bin_dir, self.pod_logs, self.cluster_state)
+        return dataclasses.replace(self, kubeconfig=path)
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -112,12 +120,63 @@ class Kube:
 
     def lose_node(self, node: str) -> None:
         """The node stops its heartbeats and its pods' processes die at once, as on a power loss."""
+        if self.kind_cluster is not None:
+            self._kind_lose_node(node)
+            return
         path = self._node_fault_file(node)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("1")
 
     def restore_node(self, node: str) -> None:
+        if self.kind_cluster is not None:
+            self._kind_restore_node(node)
+            return
         self._node_fault_file(node).unlink(missing_ok=True)
+
+    # --- kind: a node is a docker container named in the Node's providerID -----------------------
+
+    def _kind_container(self, node: str) -> str:
+        """The docker container of `node`: kind sets providerID kind://docker/<cluster>/<container>."""
+        provider = self.json("get", "node", node)["spec"].get("providerID", "")
+        prefix = f"kind://docker/{self.kind_cluster}/"
+        if not provider.startswith(prefix):
+            raise AssertionError(
+                f"node {node} (providerID {provider!r}) is not a node of kind cluster {self.kind_cluster}"
+            )
+        return str(provider[len(prefix) :])
+
+    def _docker(self, *args: str) -> None:
+        result = subprocess.run([DOCKER, *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
+
+    def _kind_lose_node(self, node: str) -> None:
+        """SIGKILL the node container's init: kubelet, containerd and every pod process die at once."""
+        capacity = self.json("get", "node", node)["status"].get("capacity", {})
+        self._kind_lost[node] = {k: v for k, v in capacity.items() if "/" in k and "kubernetes.io/" not in k}
+        self._docker("kill", self._kind_container(node))
+
+    def _kind_restore_node(self, node: str) -> None:
+        """Start the node container again and wait until its kubelet reports Ready.
+
+        A restarted kubelet without device plugins zeroes the node's extended resources when it
+        registers again, so the ones it had when it was lost (the advertised GPUs) are put back.
+        """
+        container = self._kind_container(node)
+        since = datetime.now(UTC).replace(microsecond=0)
+        self._docker("start", container)
+
+        def ready_again() -> bool:
+            conds = self.json("get", "node", node)["status"].get("conditions", [])
+            ready: dict[str, str] = next((c for c in conds if c["type"] == "Ready"), {})
+            beat = datetime.fromisoformat(ready.get("lastHeartbeatTime", "1970-01-01T00:00:00Z"))
+            return ready.get("status") == "True" and beat >= since
+
+        wait_for(ready_again, 180, f"node {node} to be Ready again", lambda: self.run("describe", "node", node).stdout)
+        lost = self._kind_lost.pop(node, {})
+        if lost:
+            patch = {"status": {"capacity": lost, "allocatable": lost}}
+            self.run("patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
 
     def story(self, namespace: str) -> str:
         """The namespace's jobs, pods, Events and pod logs, for failure messages."""
