@@ -128,6 +128,16 @@ def _traffic(records: list[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
+def start_store() -> tuple[int, subprocess.Popen[bytes]]:
+    """The project's store (`elasticjob-launch store`) as a process on a free port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "elasticjob_launcher.cli", "store", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return port, server
+
+
 def _median_or_none(values: list[Any]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
@@ -135,11 +145,7 @@ def _median_or_none(values: list[Any]) -> float | None:
 
 def run(sizes: list[int], repeats: int, timeout: float, variants: list[str] | None = None) -> dict[str, Any]:
     """Median join time per size and variant, with the traffic per join; ratios against `stock`."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "elasticjob_launcher.cli", "store", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port, server = start_store()
     try:
         store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
         pool = Pool.start((max(sizes) + PER_PROCESS - 1) // PER_PROCESS, port)

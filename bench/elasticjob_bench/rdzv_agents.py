@@ -52,6 +52,21 @@ class CountingBackend(C10dRendezvousBackend):
         return result
 
 
+def _timed_join(
+    handler: Any, store: TCPStore, cmd: dict[str, Any], name: str, connected: threading.Barrier
+) -> dict[str, Any]:
+    """Wait for every agent to be connected and for the go key, then time one join."""
+    connected.wait()
+    store.wait([f"go/{cmd['run_id']}"])
+    record: dict[str, Any] = {"agent": name, "start": time.time()}
+    try:
+        info = handler.next_rendezvous()
+        record.update(end=time.time(), rank=info.rank, world=info.world_size)
+    except Exception as exc:  # a failed join is a result to report
+        record.update(end=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
+    return record
+
+
 def join_ours(
     host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]], connected: threading.Barrier
 ) -> None:
@@ -62,15 +77,7 @@ def join_ours(
         cmd["run_id"], store, beats, min_nodes=cmd["nodes"], max_nodes=cmd["nodes"], local_addr=name,
         join_timeout=cmd["timeout"], last_call_timeout=1,
     )  # fmt: skip
-    connected.wait()
-    store.wait([f"go/{cmd['run_id']}"])
-    start = time.time()
-    record: dict[str, Any] = {"agent": name, "start": start}
-    try:
-        info = handler.next_rendezvous()
-        record.update(end=time.time(), rank=info.rank, world=info.world_size)
-    except Exception as exc:  # a failed join is a result to report
-        record.update(end=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
+    record = _timed_join(handler, store, cmd, name, connected)
     handler.leave()
     out.append(record)
 
@@ -89,15 +96,7 @@ def join(
         timeout=RendezvousTimeout(join=timedelta(seconds=cmd["timeout"]), last_call=timedelta(seconds=1)),
         cas_backoff_max_seconds=cmd.get("cas_backoff", 0.0),
     )  # fmt: skip
-    connected.wait()
-    store.wait([f"go/{run_id}"])
-    start = time.time()
-    record: dict[str, Any] = {"agent": name, "start": start}
-    try:
-        info = handler.next_rendezvous()
-        record.update(end=time.time(), rank=info.rank, world=info.world_size)
-    except Exception as exc:  # a failed join is a result to report
-        record.update(end=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
+    record = _timed_join(handler, store, cmd, name, connected)
     handler._stop_heartbeats()  # the next trial must not hear this one's keep-alives
     record.update(gets=backend.gets, sets=backend.sets, failed_sets=backend.failed_sets, bytes=backend.bytes)
     out.append(record)

@@ -64,11 +64,7 @@ def _window(port: int) -> dict[str, float]:
 def run(repeats: int = 3) -> dict[str, Any]:
     from elasticjob_bench import rdzv
 
-    port = rdzv.free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "elasticjob_launcher.cli", "store", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port, server = rdzv.start_store()
     try:
         from torch.distributed import TCPStore
 
