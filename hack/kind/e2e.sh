@@ -137,7 +137,8 @@ gpus='{"nvidia.com/gpu": "2"}'
 kubectl --kubeconfig "$kubeconfig" patch node node-3 --subresource=status --type=merge \
   -p "{\"status\": {\"capacity\": $gpus, \"allocatable\": $gpus}}" >&2
 
-# Workaround, to drop once the operator image or CLI is fixed: in its image the operator runs as
+# Workaround, to drop once a kind run confirms the image fix (ENV USER in the Dockerfile's operator
+# stage, not yet run on kind): in its image the operator runs as
 # uid 65532, which has no passwd entry, and kopf's default identity (getpass.getuser()) raises
 # KeyError at start unless USER/LOGNAME is set. The local control plane runs the operator as a
 # host process with USER set, so only a real cluster shows it.
