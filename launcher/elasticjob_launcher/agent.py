@@ -15,7 +15,9 @@ differs from `torch.distributed.launcher.api.launch_agent` and why:
   (`JobCounters.count_fault`), so every agent agrees on the count and on the budget.
 * **Draining.** SIGTERM (scale-down) marks the current round as drained, stops the workers and
   leaves *without* closing the rendezvous; the survivors' next restart is not counted as a fault.
-  Only a finished run (success, or the budget spent) closes the rendezvous.
+  Only a finished run (success, or the budget spent) closes the rendezvous. A restart for nodes
+  waiting to join marks the round the same way first, so peers whose workers fail on the broken
+  collective do not count it as a fault.
 * **Store loss.** If the store stops answering, workers are stopped and the caller waits for the
   store to come back; a new store generation means a new rendezvous id.
 
@@ -159,6 +161,10 @@ class ElasticJobAgent(LocalElasticAgent):
                         # a drained agent never answers its peers' collectives (it may leave before they
                         # even connect): the others must not wait for gloo's timeout
                         drained = self.counters.drained(self.round)
+                        if waiting > 0 and not drained:
+                            # the round ends by design: marked before this agent stops its workers, so
+                            # a peer whose workers fail on the broken collective does not count a fault
+                            self.counters.mark_drain(self.round)
                     except (RendezvousConnectionError, RendezvousStateError, RuntimeError) as exc:
                         raise StoreLost(str(exc)) from exc
                     if waiting > 0 or drained:
