@@ -54,6 +54,13 @@ class PinningMode(StrEnum):
     CORE_COMPLEX = "core-complex"
 
 
+class RendezvousBackend(StrEnum):
+    """How agents join a round through the store: the project's O(1)-join handler or torch's c10d one."""
+
+    ELASTICJOB = "elasticjob"
+    C10D = "c10d"
+
+
 class FailureClass(StrEnum):
     """Why a worker or pod failed; the failure policy decides retry or fail per class."""
 
@@ -86,6 +93,11 @@ class SuccessPolicy(StrEnum):
 class RendezvousSpec(_Model):
     """Where agents meet and how long they wait (torch's c10d rendezvous timeouts)."""
 
+    backend: RendezvousBackend = Field(
+        default=RendezvousBackend.ELASTICJOB,
+        description="Rendezvous handler: elasticjob (a join costs a few store round-trips; drained agents "
+        "leave at once) or c10d (torch's, whose joins retry compare-and-set on one shared state).",
+    )
     port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the c10d store.")] = DEFAULT_RDZV_PORT
     join_timeout_seconds: Annotated[
         int, Field(ge=1, description="How long an agent waits for the rendezvous to complete.")

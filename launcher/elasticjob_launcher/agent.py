@@ -48,35 +48,48 @@ class StoreLost(RuntimeError):
 
 
 class JobCounters:
-    """Job-wide bookkeeping in the rendezvous store, shared by every agent of a run."""
+    """Job-wide bookkeeping in the rendezvous store, shared by every agent of a run.
+
+    A store that stops answering raises `StoreLost` from every method, whichever moment of the
+    agent's loop notices it first (a worker fault caused by the loss is often first).
+    """
 
     def __init__(self, store: Store, floor: int = 0) -> None:
         self.store = store
         if floor:
             self.raise_to(floor)
 
+    def _add(self, key: str, amount: int) -> int:
+        try:
+            return int(self.store.add(key, amount))
+        except RuntimeError as exc:  # DistNetworkError, DistStoreError: the store is gone
+            raise StoreLost(f"store add {key!r}: {exc}") from exc
+
     def restarts(self) -> int:
-        return int(self.store.add("restarts", 0))
+        return self._add("restarts", 0)
 
     def raise_to(self, floor: int) -> None:
         """After a store restart: carry the count over (the largest any agent remembers)."""
         current = self.restarts()
         while current < floor:
-            got = self.store.compare_set("restarts", str(current), str(floor)).decode()
+            try:
+                got = self.store.compare_set("restarts", str(current), str(floor)).decode()
+            except RuntimeError as exc:
+                raise StoreLost(f"store compare_set 'restarts': {exc}") from exc
             current = int(got) if got.isdigit() else self.restarts()
 
     def mark_drain(self, round_: int) -> None:
-        self.store.add(f"drain/{round_}", 1)
+        self._add(f"drain/{round_}", 1)
 
     def drained(self, round_: int) -> bool:
-        return int(self.store.add(f"drain/{round_}", 0)) > 0
+        return self._add(f"drain/{round_}", 0) > 0
 
     def count_fault(self, round_: int) -> tuple[int, bool]:
         """Count a worker-group fault of `round_` once job-wide; (total, whether it counted)."""
-        if int(self.store.add(f"drain/{round_}", 0)) > 0:
+        if self._add(f"drain/{round_}", 0) > 0:
             return self.restarts(), False
-        if int(self.store.add(f"fault/{round_}", 1)) == 1:
-            return int(self.store.add("restarts", 1)), True
+        if self._add(f"fault/{round_}", 1) == 1:
+            return self._add("restarts", 1), True
         return self.restarts(), False
 
 
@@ -175,6 +188,6 @@ class ElasticJobAgent(LocalElasticAgent):
             self.drained = True
             try:
                 self.counters.mark_drain(self.round)
-            except RuntimeError as exc:
+            except StoreLost as exc:
                 log.warning("could not mark the drain in the store: %s", exc)
             raise

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 
 from elasticjob_api.exitcodes import ExitCode
 
-from elasticjob_launcher.config import PINNING_MODES, LauncherConfig, parse_nnodes, parse_nproc, parse_rdzv_conf
+from elasticjob_launcher.config import (
+    PINNING_MODES,
+    WORKER_STARTS,
+    LauncherConfig,
+    parse_nnodes,
+    parse_nproc,
+    parse_rdzv_conf,
+)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -77,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PINNING_MODES,
         help="pin each worker to its GPU and nearby CPUs (docs/pinning.md) [PET_NUMA_BINDING]",
     )
+    parser.add_argument(
+        "--worker-start",
+        "--worker_start",
+        default=_env("worker-start", "preload"),
+        choices=WORKER_STARTS,
+        help="preload: fork workers from a process that imported torch once (fast restarts); "
+        "exec: a fresh python per worker, as torchrun [PET_WORKER_START]",
+    )
     _flag(parser, "store-wait-timeout", default="900", help="seconds to wait for the rendezvous store to answer")
     parser.add_argument("training_script", help="the training script (or command with --no-python)")
     parser.add_argument("training_script_args", nargs=argparse.REMAINDER, help="its arguments")
@@ -131,6 +146,7 @@ def parse_config(argv: Sequence[str]) -> LauncherConfig:
         local_addr=opts.local_addr,
         numa_binding=str(opts.numa_binding),
         store_wait_timeout=wait,
+        worker_start=str(opts.worker_start),
     )
 
 

@@ -67,6 +67,8 @@ def split_endpoint(endpoint: str, default_port: int = 29400) -> tuple[str, int]:
 
 #: c10d: torch's DynamicRendezvousHandler; elasticjob: the O(1)-join handler (rendezvous.py)
 RDZV_BACKENDS = ("c10d", "elasticjob")
+#: preload: fork workers from a server that imported torch once (worker.py); exec: a fresh python each
+WORKER_STARTS = ("preload", "exec")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class LauncherConfig:
     local_addr: str | None = None
     numa_binding: str = "none"
     store_wait_timeout: float = 900.0
+    worker_start: str = "preload"
 
     def __post_init__(self) -> None:
         if self.min_nodes < 1 or self.max_nodes < self.min_nodes:
@@ -118,6 +121,8 @@ class LauncherConfig:
                 raise ValueError(f"--{name} must be one of 0 (none), 1 (stdout), 2 (stderr), 3 (both), got {value!r}")
         if not self.training_script:
             raise ValueError("a training script (or, with --no-python, a command) is required")
+        if self.worker_start not in WORKER_STARTS:
+            raise ValueError(f"--worker-start must be one of {', '.join(WORKER_STARTS)}, got {self.worker_start!r}")
         if self.store_wait_timeout <= 0:
             raise ValueError(f"--store-wait-timeout must be > 0, got {self.store_wait_timeout}")
         if self.standalone:
@@ -136,3 +141,8 @@ class LauncherConfig:
         if self.module:
             return sys.executable, ["-u", "-m", self.training_script, *self.training_script_args]
         return sys.executable, ["-u", self.training_script, *self.training_script_args]
+
+    @property
+    def preload(self) -> bool:
+        """Whether workers fork from the preloaded server (a --no-python command always execs)."""
+        return self.worker_start == "preload" and not self.no_python

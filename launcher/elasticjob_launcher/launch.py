@@ -24,7 +24,7 @@ from torch.distributed.elastic.rendezvous import (
 )
 from torch.distributed.elastic.rendezvous import registry as rdzv_registry
 
-from elasticjob_launcher import rendezvous
+from elasticjob_launcher import rendezvous, worker
 from elasticjob_launcher import reporter as status
 from elasticjob_launcher.agent import ElasticJobAgent, Hooks, JobCounters, StoreLost
 from elasticjob_launcher.config import LauncherConfig, split_endpoint
@@ -97,14 +97,27 @@ def _handler(config: LauncherConfig, endpoint: str, run_id: str) -> Any:
     return rdzv_registry.get_rendezvous_handler(params)
 
 
-def _run_once(config: LauncherConfig, endpoint: str, run_id: str, counters: JobCounters, hooks: _Reporting) -> int:
-    entrypoint, args = config.entrypoint()
+def _worker_command(config: LauncherConfig, hooks: _Reporting) -> tuple[Any, list[str], str]:
+    """The workers' entrypoint, its arguments and torch's start method, pinning included."""
+    plan = ""
     if config.numa_binding != "none":
         from elasticjob_launcher.pinning import plan_for_launch
 
         pinning = plan_for_launch(config.numa_binding, config.nproc_per_node)
-        entrypoint, args = pinning.wrap(entrypoint, args)
         hooks.binding = pinning.report()
+        plan = pinning.to_json()
+    if config.preload:
+        kind = "module" if config.module else "script"
+        args = [kind, config.training_script, worker.agent_environment(), plan, *config.training_script_args]
+        return worker.run_script, args, worker.START_METHOD
+    entrypoint, args = config.entrypoint()
+    if plan:
+        entrypoint, args = pinning.wrap(entrypoint, args)
+    return entrypoint, args, "spawn"  # the start method is unused for commands
+
+
+def _run_once(config: LauncherConfig, endpoint: str, run_id: str, counters: JobCounters, hooks: _Reporting) -> int:
+    entrypoint, args, start_method = _worker_command(config, hooks)
     handler = _handler(config, endpoint, run_id)
     spec = WorkerSpec(
         role=config.role,
@@ -122,7 +135,7 @@ def _run_once(config: LauncherConfig, endpoint: str, run_id: str, counters: JobC
     agent = ElasticJobAgent(
         spec=spec,
         logs_specs=logs,
-        start_method="spawn",
+        start_method=start_method,
         counters=counters,
         hooks=Hooks(on_round=hooks.on_round, on_failure=hooks.on_failure),
     )
@@ -167,6 +180,8 @@ def run(config: LauncherConfig, sink: status.Reporter | None = None) -> int:
     else:
         host, port = split_endpoint(config.rdzv_endpoint)
     hooks = _Reporting(sink, None, config.max_restarts)
+    if config.preload:
+        worker.warm_up()  # torch is imported by the forkserver while the store is awaited
     try:
         while True:
             try:
@@ -176,9 +191,9 @@ def run(config: LauncherConfig, sink: status.Reporter | None = None) -> int:
                 return ExitCode.STORE_UNREACHABLE
             generation = read_generation(client)
             run_id = f"{config.rdzv_id}-g{generation}"
-            counters = JobCounters(job_store(client, run_id), floor=hooks.restarts)
             log.info("store generation %d: rendezvous id %s", generation, run_id)
             try:
+                counters = JobCounters(job_store(client, run_id), floor=hooks.restarts)
                 return _run_once(config, f"{host}:{port}", run_id, counters, hooks)
             except StoreLost as exc:
                 log.warning("the rendezvous store was lost (%s); workers stopped, waiting for it to return", exc)

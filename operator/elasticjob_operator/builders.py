@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from typing import Any
 
 from elasticjob_api.models import TRAINER_CONTAINER, Container, ElasticJob, PinningMode
@@ -41,8 +42,34 @@ def resolve_nproc(job: ElasticJob) -> int:
     return 1
 
 
+#: interpreters the launcher may stand in for (its own `python`); a path names another one: exec'd as is
+PYTHON_NAMES = re.compile(r"python(3(\.\d+)?)?")
+#: python options that change nothing under the launcher (it runs workers unbuffered anyway)
+IGNORED_PYTHON_FLAGS = frozenset({"-u", "-B"})
+
+
+def _python_target(tokens: list[str]) -> tuple[list[str], int] | None:
+    """For `python [-u] SCRIPT ...` or `python -m MODULE ...`: the launcher's target flags and
+    the index of the first token after the target; None for any other form."""
+    if not tokens or not PYTHON_NAMES.fullmatch(tokens[0]):
+        return None
+    i = 1
+    while i < len(tokens) and tokens[i] in IGNORED_PYTHON_FLAGS:
+        i += 1
+    if i + 1 < len(tokens) and tokens[i] == "-m":
+        return ["-m", tokens[i + 1]], i + 2
+    if i < len(tokens) and not tokens[i].startswith("-"):
+        return [tokens[i]], i + 1
+    return None
+
+
 def launcher_command(container: Container) -> tuple[list[str], list[str] | None]:
-    """The trainer's (command, args) run under the launcher, unless it already starts one."""
+    """The trainer's (command, args) run under the launcher, unless it already starts one.
+
+    `python train.py ...` and `python -m pkg ...` become the launcher's script (its workers then
+    fork from a process that has imported torch, see the launcher's --worker-start); any other
+    command runs as is with `--no-python`.
+    """
     command = list(container.command or [])
     if command and os.path.basename(command[0]) in RESPECTED_LAUNCHERS:
         return command, container.args
@@ -50,7 +77,14 @@ def launcher_command(container: Container) -> tuple[list[str], list[str] | None]
         raise BuildError(
             f"the 'trainer' container needs a command (e.g. [python, train.py]): the operator runs it under {LAUNCHER}"
         )
-    return [LAUNCHER, "--no-python", *command], container.args
+    args = list(container.args or [])
+    found = _python_target(command + args)
+    if found is None:
+        return [LAUNCHER, "--no-python", *command], container.args
+    target, end = found
+    if end <= len(command):  # the target is in the command: the args stay where they were
+        return [LAUNCHER, *target, *command[end:]], container.args
+    return [LAUNCHER, *target], args[end - len(command) :]
 
 
 def rdzv_conf(job: ElasticJob) -> str:
@@ -71,7 +105,7 @@ def launcher_env(job: ElasticJob) -> list[dict[str, Any]]:
     return [
         {"name": "PET_NNODES", "value": f"{spec.min_replicas}:{spec.max_replicas}"},
         {"name": "PET_NPROC_PER_NODE", "value": str(resolve_nproc(job))},
-        {"name": "PET_RDZV_BACKEND", "value": "c10d"},
+        {"name": "PET_RDZV_BACKEND", "value": spec.rendezvous.backend.value},
         {"name": "PET_RDZV_ENDPOINT", "value": naming.store_endpoint(job)},
         {"name": "PET_RDZV_ID", "value": job.uid},
         {"name": "PET_RDZV_CONF", "value": rdzv_conf(job)},

@@ -13,9 +13,15 @@ import pytest
 SCRIPT = Path(__file__).with_name("pin_report.py")
 
 
-def run(tmp_path: Path, nproc: int, cpus: set[int]) -> list[dict[str, object]]:
+@pytest.fixture(params=["preload", "exec"])
+def start(request: pytest.FixtureRequest) -> str:
+    """Pinning is applied in the forked worker (preload) or by a shim before exec."""
+    return str(request.param)
+
+
+def run(tmp_path: Path, nproc: int, cpus: set[int], start: str) -> list[dict[str, object]]:
     cmd = [sys.executable, "-m", "elasticjob_launcher.cli", "--standalone", "--nproc-per-node", str(nproc),
-           "--numa-binding", "exclusive", str(SCRIPT)]  # fmt: skip
+           "--numa-binding", "exclusive", "--worker-start", start, str(SCRIPT)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["OUT"] = str(tmp_path)
     result = subprocess.run(
@@ -27,18 +33,18 @@ def run(tmp_path: Path, nproc: int, cpus: set[int]) -> list[dict[str, object]]:
     return [json.loads((tmp_path / f"pin{r}.json").read_text()) for r in range(nproc)]
 
 
-def test_exclusive_binding_is_disjoint_and_inside_the_launchers_affinity(tmp_path: Path) -> None:
+def test_exclusive_binding_is_disjoint_and_inside_the_launchers_affinity(tmp_path: Path, start: str) -> None:
     mine = os.sched_getaffinity(0)
     if len(mine) < 2:
         pytest.fail("this test needs at least 2 CPUs")
-    workers = run(tmp_path, 2, mine)
+    workers = run(tmp_path, 2, mine, start)
     sets = [set(w["cpus"]) for w in workers]  # type: ignore[arg-type]
     assert all(sets) and not sets[0] & sets[1]
     assert sets[0] | sets[1] <= mine
     assert [w["omp"] for w in workers] == [str(len(s)) for s in sets]
 
 
-def test_narrowed_affinity_is_respected(tmp_path: Path) -> None:
+def test_narrowed_affinity_is_respected(tmp_path: Path, start: str) -> None:
     last = max(os.sched_getaffinity(0))
-    workers = run(tmp_path, 1, {last})
+    workers = run(tmp_path, 1, {last}, start)
     assert workers[0]["cpus"] == [last] and workers[0]["omp"] == "1"

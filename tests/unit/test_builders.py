@@ -52,18 +52,35 @@ def test_user_env_cannot_override_launcher_env(job_body: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize(
-    ("command", "expected"),
+    ("command", "args", "expected", "expected_args"),
     [
-        (["python", "train.py"], ["elasticjob-launch", "--no-python", "python", "train.py"]),
-        (["torchrun", "--nproc-per-node", "2", "t.py"], ["torchrun", "--nproc-per-node", "2", "t.py"]),
-        (["/usr/bin/elasticjob-launch", "t.py"], ["/usr/bin/elasticjob-launch", "t.py"]),
+        (["torchrun", "--nproc-per-node", "2", "t.py"], None, ["torchrun", "--nproc-per-node", "2", "t.py"], None),
+        (["/usr/bin/elasticjob-launch", "t.py"], None, ["/usr/bin/elasticjob-launch", "t.py"], None),
+        # python scripts and modules become the launcher's own target (preloaded worker starts)
+        (["python", "train.py"], ["--lr", "1"], ["elasticjob-launch", "train.py"], ["--lr", "1"]),
+        (["python3", "-u", "-m", "pkg.train", "--x"], None, ["elasticjob-launch", "-m", "pkg.train", "--x"], None),
+        (["python"], ["train.py", "--lr", "1"], ["elasticjob-launch", "train.py"], ["--lr", "1"]),
+        # anything else runs as is: another interpreter, python options the launcher cannot honour, -c
+        (
+            ["/opt/venv/bin/python", "t.py"],
+            None,
+            ["elasticjob-launch", "--no-python", "/opt/venv/bin/python", "t.py"],
+            None,
+        ),
+        (["python", "-O", "t.py"], None, ["elasticjob-launch", "--no-python", "python", "-O", "t.py"], None),
+        (["python", "-c", "print(1)"], None, ["elasticjob-launch", "--no-python", "python", "-c", "print(1)"], None),
+        (["bash", "-c", "python t.py"], None, ["elasticjob-launch", "--no-python", "bash", "-c", "python t.py"], None),
     ],
 )
-def test_launcher_command_respects_existing_launchers(command: list[str], expected: list[str]) -> None:
+def test_launcher_command(
+    command: list[str], args: list[str] | None, expected: list[str], expected_args: list[str] | None
+) -> None:
     job = make_job()
     job["spec"]["template"]["spec"]["containers"][0]["command"] = command
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = args
     pod = builders.build_worker_pod(ElasticJob.model_validate(job), 0)
-    assert pod["spec"]["containers"][0]["command"] == expected
+    container = pod["spec"]["containers"][0]
+    assert (container["command"], container.get("args")) == (expected, expected_args)
 
 
 def test_trainer_without_command_is_a_build_error() -> None:

@@ -29,12 +29,18 @@ class PinningPlan:
     mode: str
     bindings: list[WorkerBinding]
 
-    def wrap(self, entrypoint: str, args: list[str]) -> tuple[str, list[str]]:
+    def to_json(self) -> str:
+        """The per-rank bindings as the workers apply them ("" when there is nothing to pin)."""
         if not self.bindings:
-            return entrypoint, list(args)
-        spec = json.dumps(
+            return ""
+        return json.dumps(
             [{"cpus": list(b.cpus), "node": b.numa_node, "describe": b.describe()} for b in self.bindings]
         )
+
+    def wrap(self, entrypoint: str, args: list[str]) -> tuple[str, list[str]]:
+        spec = self.to_json()
+        if not spec:
+            return entrypoint, list(args)
         return sys.executable, ["-m", "elasticjob_launcher.pinning.exec", "--plan", spec, "--", entrypoint, *args]
 
     def report(self) -> dict[str, Any]:

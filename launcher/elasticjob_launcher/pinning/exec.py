@@ -12,6 +12,21 @@ import json
 import os
 import shutil
 import sys
+from typing import Any
+
+
+def apply_cpu_binding(binding: dict[str, Any]) -> str:
+    """Pin this process to the binding's CPUs and default OMP_NUM_THREADS to their count; a note on failure."""
+    cpus = set(binding["cpus"])
+    note = ""
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    except OSError as exc:
+        note = f" (affinity not applied: {exc})"
+    if cpus:
+        os.environ.setdefault("OMP_NUM_THREADS", str(len(cpus)))
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,15 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     bindings, command = json.loads(args[1]), args[3:]
     rank = int(os.environ.get("LOCAL_RANK", "0"))
     binding = bindings[rank % len(bindings)]
-    cpus = set(binding["cpus"])
-    note = ""
-    try:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-    except OSError as exc:
-        note = f" (affinity not applied: {exc})"
-    if cpus:
-        os.environ.setdefault("OMP_NUM_THREADS", str(len(cpus)))
+    note = apply_cpu_binding(binding)
     numactl = shutil.which("numactl")
     if numactl and binding.get("node") is not None:
         command = [numactl, f"--membind={binding['node']}", "--", *command]

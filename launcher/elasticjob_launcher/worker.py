@@ -1,0 +1,98 @@
+"""Warm worker starts: workers fork from a server process that has already imported torch.
+
+With `--worker-start preload` (the default) the agent hands torch's elastic agent a Python
+function instead of a command line, with the `forkserver` start method. Python's forkserver
+imports `PRELOAD` once, when the agent starts; every worker of every round is then a fork of it
+that runs the training script with `runpy`, as `python -u SCRIPT` (or `-m MODULE`) would. A
+node's workers no longer import torch side by side after each restart: on 2 cores, 8 workers
+spent ~7 s doing that (docs/benchmarks.md, B2).
+
+Limits, and when to use `--worker-start exec` (torchrun's way: a fresh interpreter per worker):
+* `--no-python` commands always run as commands.
+* The forkserver's environment is the agent's at start-up plus each worker's variables, so a
+  library that reads the environment only when imported (OpenMP's thread count) does so once.
+  `OMP_NUM_THREADS` is therefore applied again through `torch.set_num_threads` in the worker.
+* CPU pinning is applied in the forked worker; strict memory binding through `numactl` needs an
+  exec, so preload workers rely on first-touch allocation on the CPUs they are pinned to.
+* The script shares the preloaded modules' state as it was after import; a script that needs a
+  different torch build or interpreter must use exec.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import runpy
+import sys
+from multiprocessing import forkserver
+
+#: imported once by the forkserver, before any worker forks from it (this module records its environment)
+PRELOAD = ("torch", "torch.distributed", "torch.distributed.elastic.multiprocessing", __name__)
+
+#: the environment of the process that imported this module: in a worker, the forkserver's
+_SERVER_ENV = dict(os.environ)
+
+START_METHOD = "forkserver"
+
+
+def warm_up() -> None:
+    """Start the forkserver (and its imports) now, so the first round's workers fork at once."""
+    multiprocessing.set_forkserver_preload(list(PRELOAD))
+    forkserver.ensure_running()
+
+
+def _apply_binding(plan: str) -> None:
+    from elasticjob_launcher.pinning.exec import apply_cpu_binding
+
+    bindings = json.loads(plan)
+    binding = bindings[int(os.environ.get("LOCAL_RANK", "0")) % len(bindings)]
+    note = apply_cpu_binding(binding)
+    if binding.get("node") is not None:
+        note += " (memory: first-touch on these CPUs; --worker-start exec binds it with numactl)"
+    print(f"[elasticjob-pinning] {binding['describe']}{note}", file=sys.stderr, flush=True)
+
+
+def agent_environment() -> str:
+    """The agent's environment now, for `run_script` (a forkserver keeps the one it started with)."""
+    return json.dumps(dict(os.environ))
+
+
+def _restore_environment(agent_env: str) -> None:
+    # torch sets the worker's own variables (RANK, ...) over the forkserver's environment: keep
+    # those, and take everything else from the agent, as an exec'd worker would inherit it
+    own = {k: v for k, v in os.environ.items() if _SERVER_ENV.get(k) != v}
+    os.environ.clear()
+    os.environ.update(json.loads(agent_env))
+    os.environ.update(own)
+
+
+def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) -> None:
+    """The worker's entrypoint in a forked process: run `target` as its `__main__`.
+
+    `kind` is "script" or "module"; `agent_env` is `agent_environment()`; `plan` is the pinning
+    plan as JSON, or "" for none. The script's `sys.exit(n)` becomes the process's exit code, as
+    it would under python.
+    """
+    _restore_environment(agent_env)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # python -u
+    if plan:
+        _apply_binding(plan)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    sys.argv = [target, *args]
+    try:
+        if kind == "module":
+            sys.path.insert(0, os.getcwd())  # python -m: the working directory comes first
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            return
+        raise
