@@ -92,8 +92,7 @@ def _handler(config: LauncherConfig, endpoint: str, run_id: str) -> Any:
         local_addr=config.local_addr,
         **conf,
     )
-    if config.rdzv_backend == rendezvous.BACKEND:
-        return rendezvous.create_handler(params)
+    rendezvous.register()
     return rdzv_registry.get_rendezvous_handler(params)
 
 

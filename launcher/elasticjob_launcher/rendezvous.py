@@ -34,7 +34,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from torch.distributed import DistStoreError, PrefixStore, Store, TCPStore
+from torch.distributed import DistStoreError, PrefixStore, Store
 from torch.distributed.elastic.rendezvous import (
     RendezvousClosedError,
     RendezvousConnectionError,
@@ -44,6 +44,12 @@ from torch.distributed.elastic.rendezvous import (
     RendezvousStoreInfo,
     RendezvousTimeoutError,
 )
+from torch.distributed.elastic.rendezvous import (
+    rendezvous_handler_registry as handler_registry,
+)
+
+from elasticjob_launcher.config import split_endpoint
+from elasticjob_launcher.store import connect
 
 BACKEND = "elasticjob"
 _TOO_FEW = "-"  # a member list meaning: fewer than min_nodes were alive at the seal, start over
@@ -253,18 +259,14 @@ class StoreRendezvousHandler(RendezvousHandler):
 
 def create_handler(params: RendezvousParameters) -> StoreRendezvousHandler:
     """torch's handler-registry signature: `--rdzv-endpoint HOST:PORT` must be a running store."""
-    host, _, port = (params.endpoint or "").rpartition(":")
-    if not host or not port.isdigit():
+    if not params.endpoint or ":" not in params.endpoint:
         raise ValueError(f"the {BACKEND} rendezvous needs --rdzv-endpoint HOST:PORT, got {params.endpoint!r}")
+    host, port = split_endpoint(params.endpoint)
     join_timeout = float(params.get("join_timeout", 600))
-
-    def client() -> TCPStore:
-        return TCPStore(host.strip("[]"), int(port), is_master=False, timeout=timedelta(seconds=join_timeout))
-
     return StoreRendezvousHandler(
         params.run_id,
-        client(),
-        client(),
+        connect(host, port, join_timeout),
+        connect(host, port, join_timeout),  # keep-alives never queue behind a blocking wait
         min_nodes=params.min_nodes,
         max_nodes=params.max_nodes,
         local_addr=params.local_addr,
@@ -274,3 +276,8 @@ def create_handler(params: RendezvousParameters) -> StoreRendezvousHandler:
         keep_alive_max_attempt=int(params.get("keep_alive_max_attempt", 3)),
         heartbeat_timeout=float(params.get("heartbeat_timeout")) if params.get("heartbeat_timeout") else None,
     )
+
+
+def register() -> None:
+    """Make `--rdzv-backend elasticjob` known to torch's handler registry (idempotent)."""
+    handler_registry.register(BACKEND, create_handler)
