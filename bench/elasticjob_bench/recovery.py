@@ -43,16 +43,17 @@ STEPS, STEP_SLEEP, KILL_AT = 600, 0.05, 30
 FAULTS = {"b2a": "worker process killed", "b2b": "worker pod deleted", "b2c": "store pod killed"}
 
 
-def _worker_pid(marker: str) -> int | None:
-    """A training process (LOCAL_RANK=1) whose environment holds `marker` (its MARK_DIR)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"MARK_DIR={marker}".encode() in env and b"LOCAL_RANK=1" in env:
-            return int(pid)
-    return None
+def _worker_pid(marks: Path, rank: int = 1) -> int | None:
+    """The newest training process of `rank` that is still alive, from its `pid` marks.
+
+    (Not from /proc/<pid>/environ: a preloaded worker is forked, so that shows the forkserver's.)
+    """
+    try:
+        lines = (marks / f"proc-{rank}").read_text().split("\n")
+    except FileNotFoundError:
+        return None
+    pids = [int(line.split()[1]) for line in lines if line.startswith("pid ")]
+    return pids[-1] if pids and Path(f"/proc/{pids[-1]}").exists() else None
 
 
 def _proc_marks(marks: Path) -> dict[str, list[float]]:
@@ -173,7 +174,7 @@ def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
     deadline = time.monotonic() + 180
     try:
         _wait_steady(marks, deadline)
-        pid = _worker_pid(str(marks))
+        pid = _worker_pid(marks)
         if pid is None:
             raise RuntimeError("no worker process to kill")
         t_fault = time.time()
@@ -200,7 +201,7 @@ def operator_once(op: Operator, work: Path, fault: str) -> dict[str, float]:
             _wait_steady(marks, deadline)
             t_fault = time.time()
             if fault == "b2a":
-                pid = _worker_pid("/marks")
+                pid = _worker_pid(marks)
                 if pid is None:
                     raise RuntimeError("no worker process to kill")
                 os.kill(pid, signal.SIGKILL)

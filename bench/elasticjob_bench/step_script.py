@@ -2,8 +2,9 @@
 
 Each rank appends `<step> <wall-clock time>` to `<MARK_DIR>/rank-<RANK>` after every step
 (every process of a benchmark runs on this one machine, so the clocks agree). Each process also
-appends `start <time>` (before importing torch) and `init <time>` (process group formed) to
-`<MARK_DIR>/proc-<RANK>`, for the recovery breakdown. STEPS (default 1) and STEP_SLEEP
+appends `start <time>` (as the script starts: before its torch import, which a preloaded worker
+has already done), `init <time>` (process group formed) and `pid <pid>` (the process B2a kills)
+to `<MARK_DIR>/proc-<RANK>`, for the recovery breakdown. STEPS (default 1) and STEP_SLEEP
 (default 0) set the length; B1 uses one step, B2/B5 a long run with a fault.
 """
 
@@ -24,7 +25,7 @@ from torch import nn  # noqa: E402
 def main() -> int:
     dist.init_process_group("gloo")
     with (Path(os.environ["MARK_DIR"]) / f"proc-{dist.get_rank()}").open("a") as f:
-        f.write(f"start {STARTED!r}\ninit {time.time()!r}\n")
+        f.write(f"start {STARTED!r}\ninit {time.time()!r}\npid {os.getpid()}\n")
     steps, pause = int(os.environ.get("STEPS", "1")), float(os.environ.get("STEP_SLEEP", "0"))
     model = nn.Linear(64, 10)
     mark = Path(os.environ["MARK_DIR"]) / f"rank-{dist.get_rank()}"
