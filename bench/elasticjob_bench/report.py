@@ -90,7 +90,9 @@ def _b2(results: dict[str, Any]) -> list[str]:
     lines += [
         f"| B5 | status freshness | - | {b5['status_s']} s | - | {GOALS['b5']}: {_met(b5['status_s'] < 2)} |",
         "",
-        "Where the time goes (medians, seconds after the fault; worker starts are logged before `import torch`):",
+        "Where the time goes (medians, seconds after the fault; a worker start is logged as its script "
+        "starts: before `import torch` under torchrun, after it for ElasticJob's preloaded workers, "
+        "docs/launcher.md):",
         "",
         "| part | " + " | ".join(f.upper() for f in faults) + " | B2A torchrun |",
         "|---|" + "---|" * (len(faults) + 1),
@@ -124,8 +126,10 @@ def _b5b(b: dict[str, Any]) -> list[str]:
         "",
         f"{b['clients']} client processes run `add` round-trips on the project's store for {b['window_s']} s; "
         f"baseline: the idle store, in the same run. Loaded: the same window while {b['agents']} agents "
-        "rendezvous again and again (a new rendezvous 2 s after the last one ended), with torch's c10d "
-        "handler and with the launcher's own.",
+        "rendezvous again and again, back to back, with torch's c10d handler and with the launcher's own; "
+        "each agent keeps its store connections across rendezvous (all opened before the first window), so "
+        "the load is rendezvous traffic, not connection set-up. All processes share this machine's cores, "
+        "so the figures include the agents' and clients' CPU contention.",
         "",
         "| store | ops/s | ratio vs idle | p50 | p99 | p99 ratio vs idle | rendezvous in the window |",
         "|---|---|---|---|---|---|---|",

@@ -21,6 +21,7 @@ Limits, and when to use `--worker-start exec` (torchrun's way: a fresh interpret
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import runpy
@@ -36,10 +37,33 @@ _SERVER_ENV = dict(os.environ)
 START_METHOD = "forkserver"
 
 
+#: torch's logger of a function-entrypoint worker's failure (`MultiprocessContext._poll`)
+_FAILURE_LOGGER = "torch.distributed.elastic.multiprocessing.api"
+
+
+class _FailureWithoutTraceback(logging.Filter):
+    """Log a worker's failure as one line, without the agent-side traceback.
+
+    torch logs a failed function-entrypoint worker with `logger.exception`, and torch's log
+    formatter imports `torch._dynamo` to format any traceback: 1.3 s on an idle machine and
+    several seconds on a busy node, in every agent, on the recovery path. That traceback is of
+    torch's own `ProcessExitedException`; the worker's own error is in its error file and stderr.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def warm_up() -> None:
     """Start the forkserver (and its imports) now, so the first round's workers fork at once."""
     multiprocessing.set_forkserver_preload(list(PRELOAD))
     forkserver.ensure_running()
+    failures = logging.getLogger(_FAILURE_LOGGER)
+    if not any(isinstance(f, _FailureWithoutTraceback) for f in failures.filters):
+        failures.addFilter(_FailureWithoutTraceback())
 
 
 def _apply_binding(plan: str) -> None:
