@@ -2,11 +2,14 @@
 
 Run by `elasticjob_bench.rdzv` as `python -m elasticjob_bench.rdzv_agents HOST PORT`; it reads one
 JSON command per line on stdin (`{"run_id", "agents": [names], "nodes": N, "timeout": s,
-"cas_backoff": s, "handler": "c10d" | "elasticjob"}`), lets every agent join the run's
-rendezvous once the store key `go/<run_id>` appears, and prints one JSON line with each agent's
-start/end times and, for c10d, the rendezvous state traffic it caused (calls and bytes of
-get_state/set_state). Torch is imported once per process, so a trial
-measures joining, not interpreter start-up.
+"cas_backoff": s, "handler": "c10d" | "elasticjob", "keep_connections": bool}`), lets every agent
+join the run's rendezvous once the store key `go/<run_id>` appears, and prints one JSON line with
+each agent's start/end times and, for c10d, the rendezvous state traffic it caused (calls and
+bytes of get_state/set_state). Torch is imported once per process, so a trial measures joining,
+not interpreter start-up. Agents open fresh store connections every trial (B3) unless
+`keep_connections` is set (B5b): then each agent name keeps its connections (requests and
+keep-alives; c10d uses the first) for the life of the process and only the handler, bound to the
+trial's run id, is new, so a stream of trials does not keep the store accepting connections.
 """
 
 from __future__ import annotations
@@ -28,6 +31,21 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     DynamicRendezvousHandler,
     RendezvousTimeout,
 )
+
+_KEPT: dict[str, list[TCPStore]] = {}  # agent name -> its store connections (keep_connections)
+_KEPT_LOCK = threading.Lock()
+
+
+def _connections(host: str, port: int, cmd: dict[str, Any], name: str, count: int) -> list[TCPStore]:
+    """The agent's first `count` store connections: fresh, or (keep_connections) kept across trials."""
+    timeout = timedelta(seconds=cmd["timeout"])
+    if not cmd.get("keep_connections"):
+        return [TCPStore(host, port, is_master=False, timeout=timeout) for _ in range(count)]
+    with _KEPT_LOCK:  # each name belongs to one agent thread per trial; the lock guards the dict
+        kept = _KEPT.setdefault(name, [])
+    while len(kept) < count:
+        kept.append(TCPStore(host, port, is_master=False, timeout=timeout))
+    return kept[:count]
 
 
 class CountingBackend(C10dRendezvousBackend):
@@ -71,8 +89,7 @@ def join_ours(
     host: str, port: int, cmd: dict[str, Any], name: str, out: list[dict[str, Any]], connected: threading.Barrier
 ) -> None:
     """One agent of the project's handler (two store connections: requests and keep-alives)."""
-    timeout = timedelta(seconds=cmd["timeout"])
-    store, beats = (TCPStore(host, port, is_master=False, timeout=timeout) for _ in range(2))
+    store, beats = _connections(host, port, cmd, name, 2)
     handler = StoreRendezvousHandler(
         cmd["run_id"], store, beats, min_nodes=cmd["nodes"], max_nodes=cmd["nodes"], local_addr=name,
         join_timeout=cmd["timeout"], last_call_timeout=1,
@@ -89,7 +106,7 @@ def join(
         join_ours(host, port, cmd, name, out, connected)
         return
     run_id, nodes = cmd["run_id"], cmd["nodes"]
-    store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=cmd["timeout"]))
+    (store,) = _connections(host, port, cmd, name, 1)
     backend = CountingBackend(store, run_id)
     handler = DynamicRendezvousHandler.from_backend(
         run_id, store, backend, min_nodes=nodes, max_nodes=nodes, local_addr=name,
