@@ -80,10 +80,16 @@ class Procs:
             raise AssertionError(f"process did not finish in {timeout}s\n{logs}") from None
 
     def stop_all(self) -> None:
-        for proc in self.procs:  # the whole session: agents and the workers they started
+        for proc in self.procs:  # the whole session: agents, the forkserver and preloaded workers
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # workers exec'd by torch run in sessions of their own: find them by this test's OUT
+        marker = f"OUT={self.out}".encode()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    os.kill(int(pid), signal.SIGKILL)
 
 
 @pytest.fixture
