@@ -142,8 +142,9 @@ class ElasticJobAgent(LocalElasticAgent):
     def _invoke_run(self, role: str = "default") -> RunResult:
         group = self._worker_group
         spec = group.spec
-        self._initialize_workers(group)
         try:
+            # inside the try: a SIGTERM while the round forms or the workers start is a drain too
+            self._initialize_workers(group)
             while True:
                 time.sleep(spec.monitor_interval)
                 result = self._monitor_workers(group)

@@ -14,7 +14,8 @@ wins. The sealer keeps only nodes whose keep-alive (`hb/<id>`, refreshed every
 `keep_alive_interval` by a thread on a second store connection) is fresh, so a node that died
 while the round formed is not waited for. Ranks are positions in the member list. Nodes that
 arrive after the seal queue in round r+1; members see them through `num_nodes_waiting()` (only if
-the running round has room, so a full job never restarts for a spare).
+the running round has room, or one of its members is gone, so a full job never restarts for a
+spare but does for a replacement).
 
 Same settings as torch's c10d handler: join_timeout (600 s), last_call_timeout (30 s),
 keep_alive_interval (5 s) and keep_alive_max_attempt (3), or heartbeat_timeout (a node is dead
@@ -131,9 +132,17 @@ class StoreRendezvousHandler(RendezvousHandler):
             self._kv.compare_set(f"{r}/members", "", _CLOSED)
 
     def num_nodes_waiting(self) -> int:
-        if not self.round or self.world_size >= self.max_nodes:
+        """Nodes queued for the next round, if the running round has room for them: a free
+        place, or a member that is gone (it left, or its keep-alive went stale), as when a pod
+        is replaced while its peers still run. A full round of live members never restarts for
+        a spare."""
+        if not self.round:
             return 0
-        return self._int(f"{self.round + 1}/count")
+        waiting = self._int(f"{self.round + 1}/count")
+        if not waiting or self.world_size < self.max_nodes:
+            return waiting
+        others = [n for n in self._kv.get(f"{self.round}/members").decode().split(",") if n != self.node_id]
+        return waiting if self._stale(others) else 0
 
     def get_run_id(self) -> str:
         return self.run_id

@@ -14,12 +14,16 @@ Limits, and when to use `--worker-start exec` (torchrun's way: a fresh interpret
   `OMP_NUM_THREADS` is therefore applied again through `torch.set_num_threads` in the worker.
 * CPU pinning is applied in the forked worker; strict memory binding through `numactl` needs an
   exec, so preload workers rely on first-touch allocation on the CPUs they are pinned to.
+* A worker keeps the forkserver's command line and its /proc environment; its name
+  (`/proc/<pid>/comm`) is `ej-worker-<local rank>`.
 * The script shares the preloaded modules' state as it was after import; a script that needs a
   different torch build or interpreter must use exec.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
@@ -91,6 +95,18 @@ def _restore_environment(agent_env: str) -> None:
     os.environ.update(own)
 
 
+def process_name(local_rank: int | str) -> str:
+    """The name (`/proc/<pid>/comm`, what `top` and `ps -o comm` show) of a preloaded worker."""
+    return f"ej-worker-{local_rank}"[:15]
+
+
+def _set_process_name(name: str) -> None:
+    # a fork keeps the forkserver's command line and environment; the name is what tells the
+    # workers apart (tools that look for a local rank use it, see tests/e2e/helpers.py)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+
+
 def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) -> None:
     """The worker's entrypoint in a forked process: run `target` as its `__main__`.
 
@@ -99,6 +115,7 @@ def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) ->
     it would under python.
     """
     _restore_environment(agent_env)
+    _set_process_name(process_name(os.environ.get("LOCAL_RANK", "0")))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # python -u
     if plan:

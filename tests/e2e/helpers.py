@@ -22,17 +22,22 @@ T = TypeVar("T")
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 #: finds a pod's training process by its environment (pod, namespace, LOCAL_RANK) and SIGKILLs it
+# a worker of the pod: exec'd ones carry LOCAL_RANK in their environment; preloaded ones are forks
+# (the forkserver's environment) named ej-worker-<local rank> (elasticjob_launcher/worker.py)
 KILL_WORKER = """
 import os, signal, sys
-want = {f"ELASTICJOB_POD_NAME={sys.argv[1]}", f"ELASTICJOB_NAMESPACE={sys.argv[2]}", f"LOCAL_RANK={sys.argv[3]}"}
+pod = {f"ELASTICJOB_POD_NAME={sys.argv[1]}", f"ELASTICJOB_NAMESPACE={sys.argv[2]}"}
+rank, name = f"LOCAL_RANK={sys.argv[3]}", f"ej-worker-{sys.argv[3]}"
 hit = 0
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = set(f.read().decode(errors="replace").split("\\0"))
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
     except OSError:
         continue
-    if want <= env:
+    if pod <= env and (rank in env or comm == name):
         os.kill(int(pid), signal.SIGKILL)
         hit += 1
 print(hit)

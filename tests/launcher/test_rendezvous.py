@@ -107,6 +107,23 @@ def test_a_spare_neither_restarts_a_full_round_nor_forms_one_beside_it(server: T
     assert len(got) == 1 and isinstance(got[0], RendezvousClosedError)
 
 
+def test_a_full_round_restarts_for_the_replacement_of_a_member_that_left(server: TCPStore) -> None:
+    hs = [handler(server, min_nodes=2, max_nodes=2, keep_alive_interval=60) for _ in range(2)]
+    assert {r[1:] for r in join_all(hs)} == {(2, 1)}
+    hs[1].leave()  # its pod was deleted, before it could mark anything
+    replacement = handler(server, min_nodes=2, max_nodes=2, keep_alive_interval=60)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(join_all([replacement])[0]))
+    t.start()
+    wait = time.monotonic() + 10
+    while hs[0].num_nodes_waiting() == 0 and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert hs[0].num_nodes_waiting() == 1  # the survivor sees it, though its round is full
+    assert join_all([hs[0]])[0][1:] == (2, 2)
+    t.join(10)
+    assert got[0][1:] == (2, 2)
+
+
 def test_after_a_drain_the_survivors_form_the_next_round_without_waiting_for_it(server: TCPStore) -> None:
     hs = [handler(server, min_nodes=1, max_nodes=3, last_call_timeout=0.2, keep_alive_interval=60) for _ in range(3)]
     assert {r[1] for r in join_all(hs)} == {3}

@@ -26,8 +26,13 @@ def test_script_runs_as_main_with_its_arguments(
     target = ["-m", "worker_probe"] if module else [str(HERE / "worker_probe.py")]
     argv = ["--standalone", "--nproc-per-node", "2", "--worker-start", start, *target, "--lr", "0.1"]
     assert cli.main(argv) == ExitCode.SUCCESS
-    for probe in probes(tmp_path, 2):
+    for rank, probe in enumerate(probes(tmp_path, 2)):
         assert probe["name"] == "__main__"
+        # a preloaded worker is named for its local rank (tests/e2e/helpers.py finds it by that)
+        if start == "preload":
+            assert probe["comm"] == f"ej-worker-{rank}"
+        else:
+            assert str(probe["comm"]).startswith("python")
         assert probe["argv"] == ["--lr", "0.1"]
         # the point of preload: torch is already imported when the script starts
         assert probe["torch_preloaded"] is (start == "preload")
