@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with the project and its dev tools (pip's cache is used)
 
-lint: setup ## ruff, mypy --strict on the packages, the import contract
+lint: setup ## ruff, mypy --strict on the packages and the tests, the import contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict $(PACKAGES)
+	$(BIN)/mypy --strict $(PACKAGES) tests
 	$(BIN)/lint-imports
 
 test: setup ## every test; starts the local control plane, builds what it needs

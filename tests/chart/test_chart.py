@@ -85,7 +85,7 @@ def test_every_value_has_a_doc_comment() -> None:
             continue  # part of a documented default value (e.g. resources.requests.cpu)
         value_block = None
         is_parent = value == "" and i + 1 < len(lines) and re.match(rf"^{indent}  \S", lines[i + 1]) is not None
-        comment = []  # the comment block right above, which may continue over several lines
+        comment: list[str] = []  # the comment block right above, which may continue over several lines
         j = i - 1
         while j >= 0 and lines[j].strip().startswith("#"):
             comment.insert(0, lines[j].strip())

@@ -266,5 +266,5 @@ def job_manifests(
 
 
 def phase(kube: Kube, name: str, namespace: str) -> str | None:
-    job = kube.get("ej", name, namespace)
-    return (job or {}).get("status", {}).get("phase")
+    phase: str | None = ((kube.get("ej", name, namespace) or {}).get("status") or {}).get("phase")
+    return phase

@@ -20,7 +20,7 @@ def invalid(spec: dict[str, Any], name: str = "bad") -> list[dict[str, Any]]:
     return [job]
 
 
-INVALID = {
+INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "min > max": (
         {"minReplicas": 3, "maxReplicas": 2, "replicas": 2},
         "minReplicas must be less than or equal to maxReplicas",

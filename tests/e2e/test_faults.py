@@ -24,7 +24,8 @@ STEPS = 500
 
 
 def status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
-    return (kube.get("ej", name, namespace) or {}).get("status", {})
+    found: dict[str, Any] = (kube.get("ej", name, namespace) or {}).get("status", {})
+    return found
 
 
 def start(kube: Kube, namespace: str, name: str, **kw: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from elasticjob_api.exitcodes import ExitCode
 from elasticjob_launcher import cli
@@ -70,9 +72,7 @@ def test_bad_configuration_is_a_clear_error(
     assert message in capsys.readouterr().err
 
 
-def test_standalone_two_processes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pathlib import Path
-
+def test_standalone_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUT", str(tmp_path))
     script = Path(__file__).with_name("train_check.py")
     assert cli.main(["--standalone", "--nproc-per-node", "2", str(script)]) == 0

@@ -59,10 +59,9 @@ def test_restart_budget_is_job_wide(procs: Procs) -> None:
 def test_third_agent_is_admitted_at_next_round(procs: Procs) -> None:
     port = free_port()
     procs.store(port)
-    env = {"STEPS": "400", "STEP_SLEEP": "0.05"}
-    first = [procs.agent(port, f"agent{i}", **env) for i in range(2)]
+    first = [procs.agent(port, f"agent{i}", STEPS="400", STEP_SLEEP="0.05") for i in range(2)]
     time.sleep(8)
-    third = procs.agent(port, "agent2", **env)
+    third = procs.agent(port, "agent2", STEPS="400", STEP_SLEEP="0.05")
     assert [procs.wait(a) for a in [*first, third]] == [0, 0, 0]
     assert_world(procs, 6)
     # a membership change is not a fault
@@ -72,8 +71,7 @@ def test_third_agent_is_admitted_at_next_round(procs: Procs) -> None:
 def test_agents_survive_a_store_restart(procs: Procs) -> None:
     port = free_port()
     store = procs.store(port, generation=1)
-    env = {"STEPS": "300", "STEP_SLEEP": "0.05"}
-    agents = [procs.agent(port, f"agent{i}", **env) for i in range(2)]
+    agents = [procs.agent(port, f"agent{i}", STEPS="300", STEP_SLEEP="0.05") for i in range(2)]
     time.sleep(8)
     store.kill()
     store.wait()
@@ -87,8 +85,7 @@ def test_agents_survive_a_store_restart(procs: Procs) -> None:
 def test_drained_agent_leaves_without_closing_the_rendezvous(procs: Procs) -> None:
     port = free_port()
     procs.store(port)
-    env = {"STEPS": "300", "STEP_SLEEP": "0.05"}
-    agents = [procs.agent(port, f"agent{i}", **env) for i in range(3)]
+    agents = [procs.agent(port, f"agent{i}", STEPS="300", STEP_SLEEP="0.05") for i in range(3)]
     time.sleep(10)
     agents[2].send_signal(signal.SIGTERM)
     assert procs.wait(agents[2]) == ExitCode.DRAINED

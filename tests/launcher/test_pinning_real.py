@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_exclusive_binding_is_disjoint_and_inside_the_launchers_affinity(tmp_pat
     if len(mine) < 2:
         pytest.fail("this test needs at least 2 CPUs")
     workers = run(tmp_path, 2, mine, start)
-    sets = [set(w["cpus"]) for w in workers]  # type: ignore[arg-type]
+    sets = [set(cast(list[int], w["cpus"])) for w in workers]
     assert all(sets) and not sets[0] & sets[1]
     assert sets[0] | sets[1] <= mine
     assert [w["omp"] for w in workers] == [str(len(s)) for s in sets]

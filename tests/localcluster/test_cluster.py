@@ -51,7 +51,8 @@ def pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
 
 
 def pod_json(kube: Kube, ns: str, name: str) -> dict[str, Any]:
-    return kube.json("get", "pod", name, "-n", ns)
+    pod: dict[str, Any] = kube.json("get", "pod", name, "-n", ns)
+    return pod
 
 
 def finished(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
@@ -148,7 +149,7 @@ def alive(pid: int) -> bool:
 def test_lose_and_restore_a_node(kube: Kube, ns: str, local_cluster: Any, tmp_path: Path) -> None:
     def ready(node: str) -> str:
         conds = kube.json("get", "node", node)["status"]["conditions"]
-        return next(c["status"] for c in conds if c["type"] == "Ready")
+        return str(next(c["status"] for c in conds if c["type"] == "Ready"))
 
     # a pod on node-2 whose child runs in a session of its own, as torch's workers do
     pidfile = tmp_path / "child"

@@ -71,7 +71,7 @@ def test_core_complex_gives_distinct_l3_groups() -> None:
     t = topo("epyc-nps4-4gpu", {"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
     bindings = plan(t, 4, "core-complex")
     groups = [frozenset(g) for g in t.l3_groups]
-    used = []
+    used: list[frozenset[int]] = []
     for b in bindings:
         mine = {g for g in groups if g & set(b.cpus)}
         assert all(g <= set(b.cpus) for g in mine)
