@@ -22,14 +22,16 @@ RESULTS = machine.REPO / "bench" / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sizes, runs and variants")
-    parser.add_argument("--only", default="b1,b2,b3,b5b", help="comma-separated benchmarks: b1, b2 (with b5), b3, b5b")
+    parser.add_argument(
+        "--only", default="b1,b2,b3,b4,b5b", help="comma-separated benchmarks: b1, b2 (with b5), b3, b4, b5b"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     chosen = {b.strip().lower() for b in args.only.split(",") if b.strip()}
-    unknown = chosen - {"b1", "b2", "b3", "b5b"}
+    unknown = chosen - {"b1", "b2", "b3", "b4", "b5b"}
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3, b5b")
+        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3, b4, b5b")
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -46,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from elasticjob_bench import store_load
 
         results["b5b"] = store_load.run(repeats=3)
+    if "b4" in chosen:
+        from elasticjob_bench import operator_scale
+
+        results["b4"] = operator_scale.run([200] if args.quick else [200, 1000], repeats=2 if args.quick else 3)
     if chosen & {"b1", "b2"}:
         from elasticjob_bench import launch, recovery
 

@@ -15,7 +15,9 @@ GOALS = {
     "b2c": "<= 20 s",
     "b5": "< 2 s",
     "b3": "64 agents <= 3 s, 128 <= 6 s, 256 <= 15 s, no livelock",
+    "b4": "1,000 jobs Running in < 60 s, operator RSS < 300 MiB",
 }
+B4_GOAL_S, B4_GOAL_RSS = 60.0, 300.0
 B3_GOALS = {64: 3.0, 128: 6.0, 256: 15.0}
 B2_GOALS = {"b2a": 10.0, "b2b": 10.0, "b2c": 20.0}
 B2_PARTS = {
@@ -56,6 +58,23 @@ def plots(results: dict[str, Any], out: Path, stem: str) -> list[Path]:
         ax.bar(["torchrun (baseline)", "ElasticJob"], [b1["torchrun_s"], b1["elasticjob_s"]], color=["grey", "C0"])
         ax.set(ylabel="seconds to step 1 (median)", title=f"B1 launch, {b1['shape']}")
         path = out / f"{stem}-b1.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        made.append(path)
+    if "b4" in results:
+        rows = results["b4"]["rows"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series = [("direct_all_running_s", "direct pods Running (baseline)", "grey"),
+                  ("all_pods_s", "operator: all pods exist", "C1"),
+                  ("all_running_s", "operator: all jobs Running", "C0")]  # fmt: skip
+        width = 0.8 / len(series)
+        for i, (key, label, color) in enumerate(series):
+            xs = [j + (i - 1) * width for j in range(len(rows))]
+            ax.bar(xs, [r[key] or 0 for r in rows], width, label=label, color=color)
+        ax.set_xticks(range(len(rows)), [f"{r['jobs']} jobs" for r in rows])
+        ax.set(ylabel="seconds from the first create (median)", title="B4 operator scale")
+        ax.legend()
+        path = out / f"{stem}-b4.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         made.append(path)
@@ -154,6 +173,45 @@ def _b5b(b: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _b4(b: dict[str, Any]) -> list[str]:
+    lines = [
+        "## B4 operator scale",
+        "",
+        "N ElasticJobs (2 workers each, so 3N pods with the stores) created from 8 threads on a fresh local "
+        "control plane whose simulate-mode nodes report pods Running without running them; the operator "
+        "runs from its chart on a real node of the same cluster. Baseline, same run and cluster: the "
+        "same 3N pods created directly by the benchmark before the operator is installed. Requests: "
+        "what the apiserver dispatched for the operator's ServiceAccount (flow schema `service-accounts`) "
+        "from the first create until every job was Running; quiet: the same over the following "
+        "window, per job and minute. Reconcile latency: per job, from its create to the operator's first "
+        "status write, and to Running. The scheduler runs with "
+        f"`{' '.join(b['scheduler_flags'])}`; {b['repeats']} runs per size, each on a fresh cluster.",
+        "",
+        "| jobs | direct pods Running (baseline) | all pods exist | all jobs Running | ratio vs direct "
+        "| operator peak RSS (max) | operator CPU | requests/job | quiet requests/job/min "
+        "| first reconcile p50 / p99 | Running p50 / p99 | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in b["rows"]:
+        goal = "-"
+        if r["jobs"] == 1000:
+            ok = r["all_running_s"] is not None and r["all_running_s"] < B4_GOAL_S
+            goal = f"{GOALS['b4']}: {_met(ok and r['peak_rss_max_mib'] < B4_GOAL_RSS)}"
+
+        def s_(v: Any) -> str:
+            return "did not finish" if v is None else f"{v} s"
+
+        lines.append(
+            f"| {r['jobs']} | {s_(r['direct_all_running_s'])} | {s_(r['all_pods_s'])} | {s_(r['all_running_s'])} "
+            f"({r['finished']}/{len(r['runs'])} finished) | {r['ratio_vs_direct'] or '-'} "
+            f"| {r['peak_rss_mib']} MiB ({r['peak_rss_max_mib']}) | {r['operator_cpu_s']} s "
+            f"| {r['requests_per_job']} | {r['quiet_requests_per_job_per_min']} "
+            f"| {r['first_reconcile_p50_ms']} / {r['first_reconcile_p99_ms']} ms "
+            f"| {r['running_p50_ms']} / {r['running_p99_ms']} ms | {goal} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], doc_dir: Path) -> str:
     m = results["machine"]
 
@@ -217,6 +275,8 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
                 + f"{'-' if goal is None else f'<= {goal} s: {_met(met)}'} |"
             )
         lines.append("")
+    if "b4" in results:
+        lines += _b4(results["b4"])
     if "b5b" in results:
         lines += _b5b(results["b5b"])
     if plot_paths:
@@ -225,12 +285,10 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         "## Reproduce",
         "",
         "```sh",
-        "make bench-quick   # B1, B2/B5, B3 and B5b with fewer sizes, runs and variants",
+        "make bench-quick   # B1, B2/B5, B3, B4 and B5b with fewer sizes, runs and variants",
         "make bench         # every size, more runs",
         ".venv/bin/python -m elasticjob_bench --only b3   # one benchmark",
         "```",
-        "",
-        "Not measured yet: B4 (operator scale).",
         "",
     ]
     return "\n".join(lines)

@@ -82,10 +82,25 @@ def _kubeconfig(state: Path, name: str) -> Path:
 
 
 class Cluster:
-    def __init__(self, state: Path | None = None, nodes: list[NodeSpec] | None = None) -> None:
+    """`extra_args` adds flags to a component by name (e.g. a scale benchmark's scheduler QPS)."""
+
+    def __init__(
+        self,
+        state: Path | None = None,
+        nodes: list[NodeSpec] | None = None,
+        extra_args: dict[str, list[str]] | None = None,
+    ) -> None:
         self.state = (state or default_state_dir()).resolve()
         self.nodes = nodes or DEFAULT_NODES
+        self.extra_args = extra_args or {}
+        binaries = COMPONENTS[1:]  # the node agent takes no flags
+        unknown = set(self.extra_args) - set(binaries)
+        if unknown:
+            raise ValueError(f"extra_args for unknown components {sorted(unknown)}: choose from {binaries}")
         self.bin: Path | None = None
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        procs.start(self.state, name, [*argv, *self.extra_args.get(name, [])])
 
     @property
     def kubeconfig(self) -> Path:
@@ -133,14 +148,14 @@ class Cluster:
         make_pki(pki, ["127.0.0.1", network.GATEWAY, "10.96.0.1"])
         kubeconfig = _kubeconfig(state, "kubeconfig")
         shutil.rmtree(state / "etcd", ignore_errors=True)
-        procs.start(state, "etcd", [
+        self._start("etcd", [
             str(b / "etcd"), "--data-dir", str(state / "etcd"), "--name", "local",
             "--listen-client-urls", f"http://127.0.0.1:{ETCD_PORT}", "--advertise-client-urls", f"http://127.0.0.1:{ETCD_PORT}",
             "--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
             "--initial-cluster", "local=http://127.0.0.1:23800", "--unsafe-no-fsync", "--log-level", "warn",
         ])  # fmt: skip
         self._wait("etcd", f"http://127.0.0.1:{ETCD_PORT}/health")
-        procs.start(state, "kube-apiserver", [
+        self._start("kube-apiserver", [
             str(b / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
             "--bind-address=0.0.0.0", f"--secure-port={API_PORT}", f"--advertise-address={network.GATEWAY}",
             f"--tls-cert-file={pki}/apiserver.crt", f"--tls-private-key-file={pki}/apiserver.key",
@@ -151,7 +166,7 @@ class Cluster:
             "--event-ttl=1h", "--v=1",
         ])  # fmt: skip
         self._wait("kube-apiserver", f"https://127.0.0.1:{API_PORT}/readyz")
-        procs.start(state, "kube-controller-manager", [
+        self._start("kube-controller-manager", [
             str(b / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1", "--secure-port=10257", "--leader-elect=false",
@@ -160,7 +175,7 @@ class Cluster:
             f"--cluster-signing-key-file={pki}/ca.key", "--node-monitor-grace-period=20s",
             "--node-monitor-period=2s", "--controllers=*", "--profiling=false", "--v=1",
         ])  # fmt: skip
-        procs.start(state, "kube-scheduler", [
+        self._start("kube-scheduler", [
             str(b / "kube-scheduler"), f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--bind-address=127.0.0.1", "--secure-port=10259",
             "--leader-elect=false", "--profiling=false", "--v=1",

@@ -1,0 +1,37 @@
+"""The pure helpers of the operator-scale benchmark (B4): percentiles and the apiserver's counters."""
+
+from __future__ import annotations
+
+import pytest
+from elasticjob_bench.operator_scale import PODS_PER_NODE, dispatched, nodes_for, percentile
+
+METRICS = """\
+# HELP apiserver_flowcontrol_dispatched_requests_total [BETA] Number of requests executed
+# TYPE apiserver_flowcontrol_dispatched_requests_total counter
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="exempt",priority_level="exempt"} 900
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts",priority_level="workload-low"} 1234
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts",priority_level="global-default"} 6
+apiserver_flowcontrol_dispatched_requests_total{flow_schema="kube-system-service-accounts",priority_level="workload-high"} 77
+"""
+
+
+def test_percentile_is_an_observed_value_by_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([3.0, 1.0, 2.0], 99) == 3.0
+    assert percentile([], 50) is None
+
+
+def test_dispatched_sums_one_flow_schema_over_priority_levels() -> None:
+    assert dispatched(METRICS, "service-accounts") == 1240
+    assert dispatched(METRICS, "exempt") == 900
+    assert dispatched(METRICS, "catch-all") == 0
+
+
+@pytest.mark.parametrize("jobs", [1, 200, 1000])
+def test_the_simulated_nodes_hold_every_pod_with_room_to_spare(jobs: int) -> None:
+    nodes = nodes_for(jobs)
+    assert [n.simulate for n in nodes].count(False) == 1  # the operator's real node
+    assert sum(n.max_pods for n in nodes if n.simulate) >= jobs * 3 * 1.2
+    assert all(n.max_pods == PODS_PER_NODE for n in nodes if n.simulate)
