@@ -254,7 +254,8 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
             "## B3 rendezvous scale",
             "",
             f"N agents ({b3['per_process']} threads per process) join one rendezvous through the project's "
-            f"store (`elasticjob-launch store`); {b3['repeats']} runs per size, join timeout {b3['timeout_s']} s. "
+            f"store (`elasticjob-launch store`); {b3['repeats']} runs per size, join timeout {b3['timeout_s']} s "
+            "(a run that times out is not repeated, and larger sizes of that variant are skipped). "
             "Baseline: stock torch `DynamicRendezvousHandler` (c10d) defaults. `elasticjob` is the launcher's "
             "own handler (`--rdzv-backend elasticjob`: an `add`, a `set` and a `wait` per join). Traffic "
             "columns count the c10d handler's reads and compare-and-set writes of its shared state blob, "
