@@ -38,36 +38,52 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine.describe(),
     }
+    took: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        took[name] = round(time.monotonic() - mark, 1)
+        mark = time.monotonic()
+
     if "b3" in chosen:
         from elasticjob_bench import rdzv
 
         sizes = [8, 64, 128, 256] if args.quick else [8, 32, 64, 128, 256]
         variants = ["stock", "elasticjob"] if args.quick else list(rdzv.VARIANTS)
         results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180, variants=variants)
+        lap("b3")
     if "b5b" in chosen:
         from elasticjob_bench import store_load
 
         results["b5b"] = store_load.run(repeats=3)
+        lap("b5b")
     if "b4" in chosen:
         from elasticjob_bench import operator_scale
 
         results["b4"] = operator_scale.run([200] if args.quick else [200, 1000], repeats=2 if args.quick else 3)
+        lap("b4")
     if chosen & {"b1", "b2"}:
         from elasticjob_bench import launch, recovery
 
         with launch.Operator() as op:
+            lap("cluster")
             if "b1" in chosen:
                 results["b1"] = launch.run(3 if args.quick else 5, op)
+                lap("b1")
             if "b2" in chosen:
                 results.update(recovery.run(3 if args.quick else 5, op))
+                lap("b2")
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["seconds_by_part"] = took
     args.out.mkdir(parents=True, exist_ok=True)
     stem = results["date"][:10]
     path = args.out / f"{stem}.json"
     if path.exists():  # another run the same day (e.g. `--only b3`): keep its other sections
         earlier = json.loads(path.read_text())
         if earlier.get("machine") == results["machine"]:
-            results = {**earlier, **results, "seconds": round(earlier.get("seconds", 0) + results["seconds"], 1)}
+            took = {**earlier.get("seconds_by_part", {}), **took}
+            results = {**earlier, **results, "seconds_by_part": took, "seconds": round(sum(took.values()), 1)}
     path.write_text(json.dumps(results, indent=2) + "\n")
     plots = report.plots(results, args.out, stem)
     args.doc.write_text(report.markdown(results, path, plots, args.doc.parent))

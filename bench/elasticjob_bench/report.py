@@ -225,7 +225,13 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         f"[`{rel(json_path)}`]({rel(json_path)}); do not edit by hand. Every figure is the median of "
         "several runs and is compared with a baseline measured in the same run on the same machine.",
         "",
-        f"Run {results['date']}{' (quick)' if results.get('quick') else ''}, {results['seconds']} s in all, on "
+        f"Run {results['date']}{' (quick)' if results.get('quick') else ''}, {results['seconds']} s in all"
+        + (
+            f" ({', '.join(f'{k} {v} s' for k, v in parts.items())})"
+            if (parts := results.get("seconds_by_part"))
+            else ""
+        )
+        + ", on "
         f"{m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}, Python {m['python']}, "
         f"torch {m['torch']}, Kubernetes {m['kubernetes']}.",
         "",
