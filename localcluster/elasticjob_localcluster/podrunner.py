@@ -49,6 +49,20 @@ def mount_ns(pid: int) -> str | None:
         return None
 
 
+def pin_mount_ns(pid: int) -> tuple[str, int] | None:
+    """The mount namespace of `pid` and an open descriptor of it that keeps its id allocated.
+
+    The kernel reuses a namespace's id (its inode number) as soon as the namespace is freed, often
+    for the very next one created: without the descriptor, a scan for a finished container's
+    namespace could find, and kill, a container started after it.
+    """
+    try:
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+    except OSError:
+        return None
+    return os.readlink(f"/proc/self/fd/{fd}"), fd
+
+
 def pids_in_mount_ns(ns: str) -> list[int]:
     """Every process in mount namespace `ns`: a container's processes, however they were started.
 
@@ -75,6 +89,8 @@ class Container:
     live_failures: int = 0
     #: the container's mount namespace: the boundary used to kill all of its processes
     mnt_ns: str | None = None
+    #: an open descriptor of `mnt_ns`, so its id cannot be reused while the container is tracked
+    mnt_fd: int | None = None
 
     @property
     def name(self) -> str:
@@ -266,13 +282,15 @@ class PodRunner:
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         log_file.close()
-        c.mnt_ns = None
+        self._release_ns(c)
         deadline = time.monotonic() + 5
         while c.mnt_ns is None and time.monotonic() < deadline and c.proc.poll() is None:
-            ns = mount_ns(c.proc.pid)
-            if ns is not None and ns != _AGENT_MOUNT_NS:  # `ip netns exec` has unshared it
-                c.mnt_ns = ns
+            pinned = pin_mount_ns(c.proc.pid)
+            if pinned is not None and pinned[0] != _AGENT_MOUNT_NS:  # `ip netns exec` has unshared it
+                c.mnt_ns, c.mnt_fd = pinned
             else:
+                if pinned is not None:
+                    os.close(pinned[1])
                 time.sleep(0.01)
         c.started_at, c.terminated, c.ready = now(), None, False
         c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
@@ -286,6 +304,7 @@ class PodRunner:
         if code is None:
             return
         self._kill_leftovers(c)  # as a runtime does when a container's main process exits
+        self._release_ns(c)
         term = self.dir / "containers" / c.name / "termination-log"
         message = term.read_text(errors="replace")[-4096:] if term.exists() else ""
         exit_code = code if code >= 0 else 128 - code
@@ -314,6 +333,12 @@ class PodRunner:
                 self._kill_leftovers(c)
                 c.proc.wait()
                 self._reap(c)
+
+    @staticmethod
+    def _release_ns(c: Container) -> None:
+        if c.mnt_fd is not None:
+            os.close(c.mnt_fd)
+        c.mnt_ns, c.mnt_fd = None, None
 
     @staticmethod
     def _kill_leftovers(c: Container) -> None:
