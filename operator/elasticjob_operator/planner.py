@@ -202,7 +202,13 @@ class _Planner:
         return total
 
     def store(self) -> tuple[int, Manifest | None]:
-        """Keep one live store pod of the current generation; a lost store gets generation + 1."""
+        """Keep one live store pod of the current generation; a lost store gets generation + 1.
+
+        Returns the generation for the status: that of the store pod seen, else the one the status
+        had. A store just created is not in the watch-fed index yet (seconds later on a busy
+        apiserver); had the status claimed its generation at once, the next reconcile would take
+        the unseen store for a lost one and start another generation.
+        """
         labelled = [podinfo.label_int(p, naming.LABEL_GENERATION) or 0 for p in self.stores]
         generation = max([self.previous.rendezvous.store_generation, *labelled])
         current = next(
@@ -232,7 +238,7 @@ class _Planner:
                 self._delete(pod, 0, "old store generation")
             elif podinfo.terminating(pod) and self._node_lost(pod):
                 self._delete(pod, 0, "node lost")
-        return generation, current
+        return (generation if current is not None else self.previous.rendezvous.store_generation), current
 
     def scale(self, w: _Workers) -> None:
         desired = self.job.spec.desired_replicas

@@ -171,8 +171,20 @@ def test_lost_store_is_recreated_with_next_generation() -> None:
     j = job(status=running_status())
     p = run(j, [worker(j, 0), worker(j, 1)])
     assert names(p.create) == ["mnist-rdzv-g2"]
-    assert p.status["rendezvous"]["storeGeneration"] == 2
+    assert p.status["rendezvous"]["storeGeneration"] == 1  # until the new store is seen
     assert [e.reason for e in p.events] == ["StoreRecreated"]
+    seen = run(job(status=running_status()), [store(j, 2), worker(j, 0), worker(j, 1)])
+    assert seen.create == [] and seen.status["rendezvous"]["storeGeneration"] == 2
+
+
+def test_a_store_created_but_not_seen_yet_is_not_taken_for_lost() -> None:
+    first = run(job(), [])
+    assert "mnist-rdzv-g1" in names(first.create)
+    assert first.status["rendezvous"]["storeGeneration"] == 0
+    # the next reconcile runs before the watch delivered the new pods: same plan, no new generation
+    again = run(job(status=first.status), [])
+    assert "mnist-rdzv-g1" in names(again.create)
+    assert "StoreRecreated" not in [e.reason for e in again.events]
 
 
 def test_store_generation_is_derived_from_pods_after_operator_restart() -> None:
