@@ -21,11 +21,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from elasticjob_bench.machine import REPO
+
+if TYPE_CHECKING:
+    from elasticjob_localcluster.cluster import Cluster
 
 NODES, NPROC = 4, 2
 SCRIPT = Path(__file__).with_name("step_script.py")
@@ -77,6 +80,17 @@ def torchrun_once(work: Path) -> float:
             a.wait(120)
 
 
+def install_chart(cluster: Cluster) -> None:
+    """helm-install the operator's chart into `elasticjob-system` of a started local cluster."""
+    if cluster.bin is None:
+        raise RuntimeError("the cluster is not started")
+    subprocess.run(
+        [str(cluster.bin / "helm"), f"--kubeconfig={cluster.kubeconfig}", "upgrade", "--install", "elasticjob",
+         str(REPO / "charts" / "elasticjob-operator"), "-n", "elasticjob-system", "--wait", "--timeout", "180s"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
 class Operator:
     """The local control plane with the chart installed, for the operator side of B1."""
 
@@ -89,12 +103,7 @@ class Operator:
         self.cluster.start()
         self.kubectl("create", "namespace", "elasticjob-system")
         self.kubectl("create", "namespace", NAMESPACE)
-        subprocess.run(
-            [str(self._bin / "helm"), f"--kubeconfig={self.cluster.kubeconfig}", "upgrade", "--install",
-             "elasticjob", str(REPO / "charts" / "elasticjob-operator"), "-n", "elasticjob-system", "--wait",
-             "--timeout", "180s"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        install_chart(self.cluster)
         return self
 
     @property

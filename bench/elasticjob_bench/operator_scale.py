@@ -198,16 +198,9 @@ class ScaleCluster:
         self.cluster.stop()
 
     def install_operator(self) -> None:
-        import subprocess
+        from elasticjob_bench.launch import install_chart
 
-        if self.cluster.bin is None:
-            raise RuntimeError("the cluster is not started")
-        subprocess.run(
-            [str(self.cluster.bin / "helm"), f"--kubeconfig={self.cluster.kubeconfig}", "upgrade", "--install",
-             "elasticjob", str(REPO / "charts" / "elasticjob-operator"), "-n", "elasticjob-system", "--wait",
-             "--timeout", "180s"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        install_chart(self.cluster)
 
     def metrics(self) -> str:
         pki = self.cluster.state / "pki"
