@@ -17,6 +17,19 @@ def _env_list(name: str) -> list[str]:
     return [n for n in os.environ.get(name, "").split(",") if n]
 
 
+class QuietTimers(logging.Filter):
+    """Drops kopf's INFO line after each successful timer run: 500 lines a second at 1,000 jobs.
+
+    Failures of the timer, and everything the handlers themselves log, still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elasticjob-operator", description="Run the ElasticJob operator.")
     parser.add_argument(
@@ -69,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     logging.basicConfig(level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").addFilter(QuietTimers())
     # the handlers module reads these when its decorators run
     os.environ["ELASTICJOB_RECONCILE_INTERVAL"] = str(opts.reconcile_interval)
     os.environ["ELASTICJOB_NODE_LOST_GRACE_SECONDS"] = str(opts.node_lost_grace_seconds)

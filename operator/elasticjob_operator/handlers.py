@@ -6,14 +6,23 @@ what to do, creates/deletes what the plan says and writes the status through kop
 A periodic timer drives it; create and spec-update handlers run it at once so `kubectl scale`
 takes effect without waiting for the timer. An invalid object gets a Failed condition with the
 validation message; no handler raises on it, so one bad object never stalls the operator.
+
+The timer is cheap when nothing happened: a reconcile that did nothing remembers (in the job's
+kopf memo) what it saw, the resourceVersions of the job and its pods and the NotReady nodes, and
+the next ticks return at once, on the event loop, while all of that is the same and neither the
+plan's `recheck_at` nor `RESYNC_SECONDS` has come. Otherwise the reconcile runs on kopf's thread
+pool. So 1,000 steady jobs cost 500 dictionary look-ups a second, not 500 reconciles.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +39,8 @@ from elasticjob_operator.planner import Observed, PlannerSettings, plan
 RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
 NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30"))
 RETRY_BACKOFF = 2.0
+#: a full reconcile of each job at least this often, even when nothing it watches changed
+RESYNC_SECONDS = 60.0
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -54,6 +65,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.reconnect_backoff = 1.0
     settings.batching.error_delays = [1, 2, 5, 10]
     settings.execution.max_workers = int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8"))
+    memo.executor = settings.execution.executor
+    memo.steady = None
     memo.kube = Kube()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
 
@@ -89,6 +102,39 @@ def _differs(new: Any, old: Any) -> bool:
     return bool(new != old)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a reconcile of one job reads from kopf's indexes, and its identity."""
+
+    pods: tuple[dict[str, Any], ...]
+    nodes: tuple[tuple[str, datetime], ...]  # NotReady nodes and since when
+
+    key: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Steady:
+    """A reconcile found nothing to do with `key` seen; the same holds until `until`."""
+
+    key: tuple[Any, ...]
+    until: datetime
+
+
+def _seen(body: kopf.Body, pods_by_job: kopf.Index[Any, Any], nodes_not_ready: kopf.Index[str, Any]) -> Seen:
+    meta = body.get("metadata") or {}
+    pods = tuple(pods_by_job.get((meta.get("namespace"), meta.get("name")), []))
+    nodes = tuple(
+        sorted((node, since) for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None)
+    )
+    versions = tuple(sorted((p["metadata"]["name"], p["metadata"].get("resourceVersion")) for p in pods))
+    return Seen(pods, nodes, (meta.get("resourceVersion"), versions, nodes))
+
+
+def still_steady(steady: Steady | None, seen: Seen, now: datetime) -> bool:
+    """Whether a reconcile now would only repeat the last one, which did nothing."""
+    return steady is not None and steady.key == seen.key and now < steady.until
+
+
 def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
     status = body.get("status") or {}
     if status.get("phase") == Phase.FAILED.value:
@@ -116,13 +162,9 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         _invalid(body, patch, f"invalid spec: {exc}")
         return
     with _lock_for(job.uid):
-        observed = Observed(
-            pods=list(pods_by_job.get((job.namespace, job.name), [])),
-            nodes_not_ready_since={
-                node: since for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None
-            },
-            now=datetime.now(UTC),
-        )
+        memo.steady = None
+        seen = _seen(body, pods_by_job, nodes_not_ready)
+        observed = Observed(pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=datetime.now(UTC))
         try:
             decided = plan(job, observed, memo.settings)
         except BuildError as exc:
@@ -153,6 +195,9 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         changed = {k: v for k, v in decided.status.items() if _differs(v, previous.get(k))}
         if changed:
             patch.status.update(changed)
+        elif not decided.acts:
+            until = observed.now + timedelta(seconds=RESYNC_SECONDS)
+            memo.steady = Steady(seen.key, min(until, decided.recheck_at or until))
 
 
 def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
@@ -167,9 +212,13 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
-def reconcile_timer(**kwargs: Any) -> None:
-    """Periodic reconcile: the safety net that notices pod and node changes."""
-    _reconcile_kwargs(kwargs)
+async def reconcile_timer(**kwargs: Any) -> None:
+    """Periodic reconcile: notices pod and node changes; returns at once if nothing changed."""
+    seen = _seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])
+    memo = kwargs["memo"]
+    if still_steady(memo.get("steady"), seen, datetime.now(UTC)):
+        return
+    await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(_reconcile_kwargs, kwargs))
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)

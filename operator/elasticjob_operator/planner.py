@@ -70,6 +70,14 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     delete_job: bool = False
+    #: the earliest later time at which the same observation could give another plan (a node's
+    #: lost-grace, activeDeadlineSeconds or the TTL running out); None: only a change can
+    recheck_at: datetime | None = None
+
+    @property
+    def acts(self) -> bool:
+        """Whether carrying the plan out does anything besides writing status."""
+        return bool(self.create or self.delete or self.events or self.delete_job)
 
 
 def _iso(t: datetime) -> str:
@@ -110,10 +118,18 @@ class _Planner:
 
     # --- helpers --------------------------------------------------------------------------
 
+    def _due(self, at: datetime) -> bool:
+        """Whether `at` has come; if not, remember it as a time to plan again."""
+        if self.obs.now >= at:
+            return True
+        if self.plan.recheck_at is None or at < self.plan.recheck_at:
+            self.plan.recheck_at = at
+        return False
+
     def _node_lost(self, pod: Manifest) -> bool:
         node = podinfo.node_name(pod)
         since = self.obs.nodes_not_ready_since.get(node) if node else None
-        return since is not None and self.obs.now - since >= self.settings.node_lost_grace
+        return since is not None and self._due(since + self.settings.node_lost_grace)
 
     def _delete(self, pod: Manifest, grace: int | None, reason: str) -> None:
         name = podinfo.name(pod)
@@ -302,7 +318,7 @@ class _Planner:
                 self._delete(pod, None, f"job finished, cleanPodPolicy {policy.value}")
         ttl = self.job.spec.ttl_seconds_after_finished
         done = self.previous.completion_time
-        if ttl is not None and done is not None and self.obs.now >= _parse(done) + timedelta(seconds=ttl):
+        if ttl is not None and done is not None and self._due(_parse(done) + timedelta(seconds=ttl)):
             self.plan.delete_job = True
         self.plan.status = {
             "observedGeneration": self.job.metadata.get("generation"),
@@ -352,7 +368,7 @@ class _Planner:
             return self.suspended()
         deadline = self.job.spec.active_deadline_seconds
         start = self.previous.start_time
-        if deadline is not None and start is not None and self.obs.now >= _parse(start) + timedelta(seconds=deadline):
+        if deadline is not None and start is not None and self._due(_parse(start) + timedelta(seconds=deadline)):
             self._fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
         w = self.sort_workers()
         replacements = self.count_losses(w)

@@ -204,6 +204,21 @@ def test_pod_on_lost_node_is_force_replaced_after_grace() -> None:
     assert any("NodeLost" in e.message for e in late.events)
 
 
+def test_recheck_at_is_when_a_time_based_decision_comes_due() -> None:
+    j = job(status=running_status())
+    pods = [store(j), worker(j, 0), worker(j, 1, node="node-b")]
+    assert run(j, pods).recheck_at is None  # nothing depends on the clock
+    early = run(j, pods, {"node-b": NOW - timedelta(seconds=5), "node-c": NOW - timedelta(seconds=1)})
+    assert early.recheck_at == NOW + timedelta(seconds=25)  # node-b's grace; no pod of the job is on node-c
+    assert not early.acts
+    deadline = job({"activeDeadlineSeconds": 300}, status=running_status())
+    assert run(deadline, pods).recheck_at == datetime(2026, 1, 1, 12, 4, 0, tzinfo=UTC)
+    finished = job({"ttlSecondsAfterFinished": 600}, status={"phase": "Succeeded", "completionTime": ISO})
+    p = run(finished, [])
+    assert not p.delete_job and not p.acts
+    assert p.recheck_at == datetime(2026, 1, 1, 12, 9, 0, tzinfo=UTC)
+
+
 def test_success_when_workers_succeeded() -> None:
     j = job(status=running_status())
     p = run(j, [store(j), worker(j, 0, "Succeeded"), worker(j, 1, "Succeeded")])
