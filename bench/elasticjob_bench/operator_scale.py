@@ -9,7 +9,11 @@ It measures, for N jobs created as fast as the benchmark can:
   for the `service-accounts` flow schema, which here only the operator's ServiceAccount uses;
   and the same counter over a quiet window after, per job and minute;
 - reconcile latency per job, p50 and p99: from its create to the operator's first status write
-  (the first reconcile), and to Running.
+  (the first reconcile), and to Running;
+- where the requests go: every client's requests (`apiserver_request_total`) by verb and resource,
+  per job, for the resources the operator writes (the scheduler's and the node agent's requests
+  to pods are on the `binding` and `status` subresources, events.k8s.io events are the scheduler's);
+- the operator's CPU while idle: its share of a core over the quiet window, with every job Running.
 
 Baseline, same run and cluster, before the operator is installed: the same 3N pods (two workers
 and a store per job) created directly by the benchmark, and the time until all of them run.
@@ -71,6 +75,46 @@ def dispatched(metrics: str, flow_schema: str) -> int:
         if found and f'flow_schema="{flow_schema}"' in found.group(1):
             total += float(found.group(2))
     return int(total)
+
+
+#: (verb, API group, resource, subresource) the operator writes; "" for the core group / none
+OPERATOR_WRITES = {
+    ("POST", "", "pods", ""),
+    ("DELETE", "", "pods", ""),
+    ("POST", "", "services", ""),
+    ("POST", "", "serviceaccounts", ""),
+    ("POST", "rbac.authorization.k8s.io", "roles", ""),
+    ("POST", "rbac.authorization.k8s.io", "rolebindings", ""),
+    ("POST", "", "events", ""),
+    ("PATCH", "elasticjob.io", "elasticjobs", ""),
+    ("PATCH", "elasticjob.io", "elasticjobs", "status"),
+}
+
+
+def requests_by_kind(metrics: str) -> dict[tuple[str, ...], float]:
+    """`apiserver_request_total` summed by (verb, group, resource, subresource) over codes etc."""
+    totals: dict[tuple[str, ...], float] = {}
+    pattern = re.compile(r"^apiserver_request_total\{([^}]*)\} (\S+)$")
+    for line in metrics.splitlines():
+        found = pattern.match(line)
+        if not found:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        key = tuple(labels.get(k, "") for k in ("verb", "group", "resource", "subresource"))
+        totals[key] = totals.get(key, 0.0) + float(found.group(2))
+    return totals
+
+
+def operator_writes_per_job(before: str, after: str, jobs: int) -> dict[str, float]:
+    """Per job, the requests between two scrapes to what the operator writes, as "VERB resource"."""
+    start, end = requests_by_kind(before), requests_by_kind(after)
+    out = {}
+    for key in sorted(OPERATOR_WRITES):
+        count = end.get(key, 0.0) - start.get(key, 0.0)
+        if count > 0:
+            verb, _, resource, sub = key
+            out[f"{verb} {resource}{'/' + sub if sub else ''}"] = round(count / jobs, 2)
+    return out
 
 
 def job_manifest(name: str) -> dict[str, Any]:
@@ -287,7 +331,8 @@ def operator_once(sc: ScaleCluster, jobs: int, timeout: float) -> dict[str, Any]
     cpu0 = process_figures(pid)["cpu_s"]
     bodies = [job_manifest(f"job-{i}") for i in range(jobs)]
     with Tracker(sc.api) as tr:
-        before = dispatched(sc.metrics(), FLOW_SCHEMA)
+        scrape0 = sc.metrics()
+        before = dispatched(scrape0, FLOW_SCHEMA)
         t0 = time.time()
         sent = _create_all(
             bodies,
@@ -300,8 +345,11 @@ def operator_once(sc: ScaleCluster, jobs: int, timeout: float) -> dict[str, Any]
         pods_s = time.time() - t0
         finished = _wait(lambda: len(tr.job_running) >= jobs, max(1.0, timeout - pods_s))
         done_at = time.time()
-        during = dispatched(sc.metrics(), FLOW_SCHEMA) - before
+        scrape1 = sc.metrics()
+        during = dispatched(scrape1, FLOW_SCHEMA) - before
+        cpu1 = process_figures(pid)["cpu_s"]
         time.sleep(QUIET_WINDOW_S)
+        idle_cpu = process_figures(pid)["cpu_s"] - cpu1
         quiet = dispatched(sc.metrics(), FLOW_SCHEMA) - before - during
         with tr.lock:
             first = [tr.job_status[n] - sent[n] for n in sent if n in tr.job_status]
@@ -324,6 +372,8 @@ def operator_once(sc: ScaleCluster, jobs: int, timeout: float) -> dict[str, Any]
         "operator_cpu_s": round(figures["cpu_s"] - cpu0, 1),
         "requests_per_job": round(during / jobs, 1),
         "quiet_requests_per_job_per_min": round(quiet / jobs * 60 / QUIET_WINDOW_S, 2),
+        "idle_cpu_pct": round(idle_cpu / QUIET_WINDOW_S * 100),
+        "writes_per_job": operator_writes_per_job(scrape0, scrape1, jobs),
         "first_reconcile_p50_ms": ms(percentile(first, 50)),
         "first_reconcile_p99_ms": ms(percentile(first, 99)),
         "running_p50_ms": ms(percentile(running, 50)),
@@ -355,6 +405,8 @@ def run(sizes: list[int], repeats: int, timeout: float = 600) -> dict[str, Any]:
                 row[key] = _median(runs, key)
         direct, ours_s = row.get("direct_all_running_s"), row.get("all_running_s")
         row["peak_rss_max_mib"] = max(r["peak_rss_mib"] for r in runs)
+        kinds = sorted({k for r in runs for k in r["writes_per_job"]})
+        row["writes_per_job"] = {k: statistics.median(r["writes_per_job"].get(k, 0.0) for r in runs) for k in kinds}
         row["ratio_vs_direct"] = round(ours_s / direct, 2) if direct and ours_s else None
         rows.append(row)
     return {"rows": rows, "repeats": repeats, "timeout_s": timeout, "scheduler_flags": SCHEDULER_QPS}

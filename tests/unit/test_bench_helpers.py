@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from elasticjob_bench.operator_scale import PODS_PER_NODE, dispatched, nodes_for, percentile
+from elasticjob_bench.operator_scale import (
+    PODS_PER_NODE,
+    dispatched,
+    nodes_for,
+    operator_writes_per_job,
+    percentile,
+)
 
 METRICS = """\
 # HELP apiserver_flowcontrol_dispatched_requests_total [BETA] Number of requests executed
@@ -35,3 +41,19 @@ def test_the_simulated_nodes_hold_every_pod_with_room_to_spare(jobs: int) -> Non
     assert [n.simulate for n in nodes].count(False) == 1  # the operator's real node
     assert sum(n.max_pods for n in nodes if n.simulate) >= jobs * 3 * 1.2
     assert all(n.max_pods == PODS_PER_NODE for n in nodes if n.simulate)
+
+
+def _requests(pod_posts: int, status_patches: int, binds: int) -> str:
+    return f"""\
+apiserver_request_total{{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="POST",version="v1"}} {pod_posts}
+apiserver_request_total{{code="409",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="POST",version="v1"}} 4
+apiserver_request_total{{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"}} {binds}
+apiserver_request_total{{code="200",component="apiserver",dry_run="",group="elasticjob.io",resource="elasticjobs",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"}} {status_patches}
+apiserver_request_total{{code="201",component="apiserver",dry_run="",group="events.k8s.io",resource="events",scope="resource",subresource="",verb="POST",version="v1"}} 500
+"""
+
+
+def test_operator_writes_are_counted_per_job_between_two_scrapes() -> None:
+    before, after = _requests(10, 0, 10), _requests(310, 450, 310)
+    # pods POST: 300 new, over codes; the scheduler's bindings and events.k8s.io are not the operator's
+    assert operator_writes_per_job(before, after, 100) == {"POST pods": 3.0, "PATCH elasticjobs/status": 4.5}
