@@ -7,22 +7,21 @@ A periodic timer drives it; create and spec-update handlers run it at once so `k
 takes effect without waiting for the timer. An invalid object gets a Failed condition with the
 validation message; no handler raises on it, so one bad object never stalls the operator.
 
-The timer is cheap when nothing happened: a reconcile that did nothing remembers (in the job's
-kopf memo) what it saw, the resourceVersions of the job and its pods and the NotReady nodes, and
-the next ticks return at once, on the event loop, while all of that is the same and neither the
-plan's `recheck_at` nor `RESYNC_SECONDS` has come. Otherwise the reconcile runs on kopf's thread
-pool. So 1,000 steady jobs cost 500 dictionary look-ups a second, not 500 reconciles.
+The timer skips a tick, on the event loop, while the job is steady or the watches have not yet
+shown what its last reconcile wrote (`pacing`); otherwise the reconcile runs on kopf's thread
+pool. So 1,000 steady jobs cost 500 dictionary look-ups a second, not 500 reconciles, and a slow
+watch does not make the operator create the same pods again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,8 @@ import kopf
 from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
 from pydantic import ValidationError
 
-from elasticjob_operator import builders, naming
+from elasticjob_operator import builders, naming, pacing
+from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
 from elasticjob_operator.conditions import set_phase_conditions
 from elasticjob_operator.kube import Kube
@@ -66,7 +66,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.batching.error_delays = [1, 2, 5, 10]
     settings.execution.max_workers = int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8"))
     memo.executor = settings.execution.executor
-    memo.steady = None
+    memo.steady = memo.expected = None
     memo.kube = Kube()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
 
@@ -74,7 +74,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.index("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER})
 def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
     job = labels.get(naming.LABEL_JOB)
-    return {(namespace, job): dict(body)} if job else {}
+    return {(namespace, job): podinfo.essentials(dict(body))} if job else {}
 
 
 @kopf.index("nodes")
@@ -88,51 +88,11 @@ def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, da
     return {name: None}
 
 
-def _latest(values: Iterable[Any]) -> Any:
-    last = None
-    for value in values:
-        last = value
-    return last
-
-
 def _differs(new: Any, old: Any) -> bool:
     """Whether merging `new` into `old` would change anything (so unchanged status is not re-sent)."""
     if isinstance(new, dict) and isinstance(old, dict):
         return any(_differs(v, old.get(k)) for k, v in new.items())
     return bool(new != old)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What a reconcile of one job reads from kopf's indexes, and its identity."""
-
-    pods: tuple[dict[str, Any], ...]
-    nodes: tuple[tuple[str, datetime], ...]  # NotReady nodes and since when
-
-    key: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Steady:
-    """A reconcile found nothing to do with `key` seen; the same holds until `until`."""
-
-    key: tuple[Any, ...]
-    until: datetime
-
-
-def _seen(body: kopf.Body, pods_by_job: kopf.Index[Any, Any], nodes_not_ready: kopf.Index[str, Any]) -> Seen:
-    meta = body.get("metadata") or {}
-    pods = tuple(pods_by_job.get((meta.get("namespace"), meta.get("name")), []))
-    nodes = tuple(
-        sorted((node, since) for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None)
-    )
-    versions = tuple(sorted((p["metadata"]["name"], p["metadata"].get("resourceVersion")) for p in pods))
-    return Seen(pods, nodes, (meta.get("resourceVersion"), versions, nodes))
-
-
-def still_steady(steady: Steady | None, seen: Seen, now: datetime) -> bool:
-    """Whether a reconcile now would only repeat the last one, which did nothing."""
-    return steady is not None and steady.key == seen.key and now < steady.until
 
 
 def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
@@ -146,6 +106,13 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
     )
     patch.status["completionTime"] = now
     kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1000])
+
+
+def _skip(memo: kopf.Memo, seen: pacing.Seen) -> bool:
+    now = datetime.now(UTC)
+    return pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(
+        memo.get("steady"), seen, now
+    )
 
 
 def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
@@ -162,8 +129,10 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         _invalid(body, patch, f"invalid spec: {exc}")
         return
     with _lock_for(job.uid):
-        memo.steady = None
-        seen = _seen(body, pods_by_job, nodes_not_ready)
+        seen = pacing.seen(body, pods_by_job, nodes_not_ready)
+        if _skip(memo, seen):
+            return  # another handler of this job (timer, create) ran meanwhile, on the same view
+        memo.steady = memo.expected = None
         observed = Observed(pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=datetime.now(UTC))
         try:
             decided = plan(job, observed, memo.settings)
@@ -196,8 +165,14 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         if changed:
             patch.status.update(changed)
         elif not decided.acts:
-            until = observed.now + timedelta(seconds=RESYNC_SECONDS)
-            memo.steady = Steady(seen.key, min(until, decided.recheck_at or until))
+            memo.steady = pacing.steady(seen, observed.now, decided.recheck_at)
+        memo.expected = pacing.expect(
+            seen,
+            observed.now,
+            patched=bool(changed),
+            created=(m["metadata"]["name"] for m in decided.create if m["kind"] == "Pod"),
+            deleted=(d.name for d in decided.delete),
+        )
 
 
 def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
@@ -214,15 +189,21 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
 async def reconcile_timer(**kwargs: Any) -> None:
     """Periodic reconcile: notices pod and node changes; returns at once if nothing changed."""
-    seen = _seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])
     memo = kwargs["memo"]
-    if still_steady(memo.get("steady"), seen, datetime.now(UTC)):
+    if _skip(memo, pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])):
         return
-    await asyncio.get_running_loop().run_in_executor(memo.executor, functools.partial(_reconcile_kwargs, kwargs))
+    # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
+    context = contextvars.copy_context()
+    run = functools.partial(context.run, _reconcile_kwargs, kwargs)
+    await asyncio.get_running_loop().run_in_executor(memo.executor, run)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF)
 def reconcile_now(**kwargs: Any) -> None:
-    """Reconcile at once on creation and on spec changes (`kubectl scale`, suspend)."""
+    """Reconcile at once on creation and on spec changes (`kubectl scale`, suspend).
+
+    Unless the timer has just done it: then the watches have not shown its writes yet, and the
+    timer's next tick after they have takes the change in (`pacing.PATIENCE` at the latest).
+    """
     _reconcile_kwargs(kwargs)

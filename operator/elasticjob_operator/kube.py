@@ -3,12 +3,20 @@
 Creating an object that exists, or deleting one that is gone, is success: a repeated or resumed
 handler converges instead of failing. Objects are created, never updated: what the operator owns
 is derived from the job and recreated when lost.
+
+A request the apiserver turns away with 429 (API Priority and Fairness queues full, or "storage
+is (re)initializing") is sent again after its `Retry-After`, up to `RETRIES_429` times, as
+client-go does; only then does the error fail the handler. Failing at once would make kopf retry
+the whole reconcile, which sends every create before the rejected one again (409s) and adds to
+the load that caused the 429.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -18,6 +26,38 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from elasticjob_operator.planner import Deletion
 
 log = logging.getLogger(__name__)
+
+RETRIES_429 = 10
+#: seconds to wait when a 429 has no usable Retry-After; the longest wait honoured
+RETRY_AFTER_DEFAULT, RETRY_AFTER_MAX = 1.0, 10.0
+
+T = TypeVar("T")
+
+
+def retry_after(exc: ApiException) -> float | None:
+    """Seconds to wait before sending a request again, if the apiserver asked for it (429)."""
+    if exc.status != 429:
+        return None
+    header = (exc.headers or {}).get("Retry-After")
+    try:
+        seconds = float(header) if header is not None else RETRY_AFTER_DEFAULT
+    except ValueError:
+        seconds = RETRY_AFTER_DEFAULT
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+def send(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, sent again after each 429's Retry-After, at most `RETRIES_429` more times."""
+    for attempt in range(RETRIES_429 + 1):
+        try:
+            return call()
+        except ApiException as exc:
+            wait = retry_after(exc)
+            if wait is None or attempt == RETRIES_429:
+                raise
+            log.info("apiserver said 429, sending again in %.1f s", wait)
+            sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class Kube:
@@ -37,7 +77,8 @@ class Kube:
         namespace = manifest["metadata"].get("namespace")
         try:
             resource = self.dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-            resource.create(body=manifest, namespace=namespace)
+            # serialize=False: the created object is not read, so it is not parsed into wrappers
+            send(lambda: resource.create(body=manifest, namespace=namespace, serialize=False))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -55,15 +96,18 @@ class Kube:
     def delete_pod(self, namespace: str, deletion: Deletion) -> None:
         body = client.V1DeleteOptions(grace_period_seconds=deletion.grace_seconds, propagation_policy="Background")
         try:
-            self.core.delete_namespaced_pod(deletion.name, namespace, body=body)
+            send(lambda: self.core.delete_namespaced_pod(deletion.name, namespace, body=body, _preload_content=False))
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
     def delete_job(self, namespace: str, name: str, group: str, version: str, plural: str) -> None:
         try:
-            client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
-                group, version, namespace, plural, name, propagation_policy="Background"
+            api = client.CustomObjectsApi(self.api)
+            send(
+                lambda: api.delete_namespaced_custom_object(
+                    group, version, namespace, plural, name, propagation_policy="Background"
+                )
             )
         except ApiException as exc:
             if exc.status != 404:

@@ -6,6 +6,25 @@ from typing import Any
 
 from elasticjob_operator import naming
 
+#: the metadata the planner and the timer read; the rest (managedFields, ownerReferences...) is dropped
+_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp")
+
+
+def essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod the operator reads: what its index keeps, a fraction of the whole body.
+
+    Everything the helpers of this module and `failures` look at is kept: the metadata above,
+    `spec.nodeName` and the whole status. The pod spec (containers, env, volumes) is not.
+    """
+    meta = pod.get("metadata") or {}
+    slim: dict[str, Any] = {"metadata": {k: meta[k] for k in _METADATA if k in meta}}
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node:
+        slim["spec"] = {"nodeName": node}
+    if pod.get("status") is not None:
+        slim["status"] = pod["status"]
+    return slim
+
 
 def role(pod: dict[str, Any]) -> str | None:
     return (pod.get("metadata", {}).get("labels") or {}).get(naming.LABEL_ROLE)

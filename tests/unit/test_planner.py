@@ -7,6 +7,7 @@ from typing import Any
 
 from elasticjob_api.models import ElasticJob
 from elasticjob_operator import builders
+from elasticjob_operator import pods as podinfo
 from elasticjob_operator.planner import Observed, Plan, plan
 
 from .conftest import make_job
@@ -302,3 +303,18 @@ def test_partial_capacity_runs_and_says_what_the_rest_waits_for() -> None:
         "1 of 2 workers running; waiting for mnist-worker-1: Pending: 0/3 nodes are available: "
         "3 Insufficient nvidia.com/gpu."
     )
+
+
+def test_the_index_keeps_all_the_planner_reads_of_a_pod() -> None:
+    j = job(status=running_status(workerIndices=[0, 1, 2]))
+    pods = [
+        store(j),
+        worker(j, 0),
+        worker(j, 1, "Failed", **terminated(137, "OOMKilled")),
+        worker(j, 2, node="node-b"),
+    ]
+    pods[3]["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:30Z"
+    slim = [podinfo.essentials(p) for p in pods]
+    assert all("containers" not in p.get("spec", {}) for p in slim)
+    for not_ready in ({}, {"node-b": NOW - timedelta(seconds=60)}):
+        assert run(j, slim, not_ready) == run(j, pods, not_ready)
