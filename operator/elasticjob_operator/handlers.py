@@ -1,16 +1,19 @@
 """kopf handlers for ElasticJob: validate into the typed model, plan with pure functions, then act.
 
-Every handler for a job ends in `reconcile`, which is safe to run at any time and any number of
-times: it reads the job's pods from an in-memory kopf index (no list calls), asks the planner
-what to do, creates/deletes what the plan says and writes the status through kopf's patch.
-A periodic timer drives it; create and spec-update handlers run it at once so `kubectl scale`
-takes effect without waiting for the timer. An invalid object gets a Failed condition with the
-validation message; no handler raises on it, so one bad object never stalls the operator.
+Every job has one handler, a kopf timer that runs `reconcile` as soon as the job appears and then
+every `RECONCILE_INTERVAL` seconds. `reconcile` is safe to run at any time and any number of
+times: it reads the job's pods from an in-memory kopf index (no list calls), asks the planner what
+to do, creates/deletes what the plan says and writes the status through kopf's patch. There are
+no create or update handlers: a spec change (`kubectl scale`) is taken in at the next tick, and
+kopf keeps no bookkeeping annotations on the jobs (two fewer writes per job). An invalid object
+gets a Failed condition with the validation message; no handler raises on it, so one bad object
+never stalls the operator.
 
-The timer skips a tick, on the event loop, while the job is steady or the watches have not yet
+A tick returns at once, on the event loop, while the job is steady or the watches have not yet
 shown what its last reconcile wrote (`pacing`); otherwise the reconcile runs on kopf's thread
 pool. So 1,000 steady jobs cost 500 dictionary look-ups a second, not 500 reconciles, and a slow
-watch does not make the operator create the same pods again.
+watch does not make the operator create the same pods again. kopf runs one timer per job at a
+time, so reconciles of one job never overlap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import contextvars
 import functools
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,14 +43,6 @@ NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30
 RETRY_BACKOFF = 2.0
 #: a full reconcile of each job at least this often, even when nothing it watches changed
 RESYNC_SECONDS = 60.0
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock_for(uid: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(uid, threading.Lock())
 
 
 @kopf.on.startup()
@@ -95,10 +89,11 @@ def _differs(new: Any, old: Any) -> bool:
     return bool(new != old)
 
 
-def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
+def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> bool:
+    """Fail the job with the validation message; whether its status is written (once)."""
     status = body.get("status") or {}
     if status.get("phase") == Phase.FAILED.value:
-        return
+        return False
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch.status["phase"] = Phase.FAILED.value
     patch.status["conditions"] = set_phase_conditions(
@@ -106,13 +101,7 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> None:
     )
     patch.status["completionTime"] = now
     kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1000])
-
-
-def _skip(memo: kopf.Memo, seen: pacing.Seen) -> bool:
-    now = datetime.now(UTC)
-    return pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(
-        memo.get("steady"), seen, now
-    )
+    return True
 
 
 def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
@@ -123,56 +112,51 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     nodes_not_ready: kopf.Index[str, datetime | None],
     logger: logging.Logger | kopf.ObjectLogger,
 ) -> None:
+    memo.steady = memo.expected = None
+    seen = pacing.seen(body, pods_by_job, nodes_not_ready)
+    now = datetime.now(UTC)
     try:
         job = ElasticJob.model_validate(dict(body))
-    except ValidationError as exc:
-        _invalid(body, patch, f"invalid spec: {exc}")
+        observed = Observed(pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=now)
+        decided = plan(job, observed, memo.settings)
+    except (ValidationError, BuildError) as exc:
+        message = f"invalid spec: {exc}" if isinstance(exc, ValidationError) else str(exc)
+        memo.expected = pacing.expect(seen, now, patched=_invalid(body, patch, message), created=(), deleted=())
         return
-    with _lock_for(job.uid):
-        seen = pacing.seen(body, pods_by_job, nodes_not_ready)
-        if _skip(memo, seen):
-            return  # another handler of this job (timer, create) ran meanwhile, on the same view
-        memo.steady = memo.expected = None
-        observed = Observed(pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=datetime.now(UTC))
-        try:
-            decided = plan(job, observed, memo.settings)
-        except BuildError as exc:
-            _invalid(body, patch, str(exc))
-            return
-        kube: Kube = memo.kube
-        if decided.create:
-            for obj in builders.build_owned_objects(job):
-                problem = kube.create_optional(obj)
-                if problem:
-                    logger.warning("gang scheduling unavailable: %s", problem)
-        created = set()
-        for manifest in decided.create:
-            if kube.create(manifest):
-                created.add(manifest["metadata"]["name"])
-                logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
-        for deletion in decided.delete:
-            kube.delete_pod(job.namespace, deletion)
-            logger.info("deleted pod %s (%s)", deletion.name, deletion.reason)
-        for event in decided.events:
-            if event.creates and not created.intersection(event.creates):
-                continue  # another reconcile created them already
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        if decided.delete_job:
-            kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)
-            return
-        previous = body.get("status") or {}
-        changed = {k: v for k, v in decided.status.items() if _differs(v, previous.get(k))}
-        if changed:
-            patch.status.update(changed)
-        elif not decided.acts:
-            memo.steady = pacing.steady(seen, observed.now, decided.recheck_at)
-        memo.expected = pacing.expect(
-            seen,
-            observed.now,
-            patched=bool(changed),
-            created=(m["metadata"]["name"] for m in decided.create if m["kind"] == "Pod"),
-            deleted=(d.name for d in decided.delete),
-        )
+    kube: Kube = memo.kube
+    if decided.create:
+        for obj in builders.build_owned_objects(job):
+            problem = kube.create_optional(obj)
+            if problem:
+                logger.warning("gang scheduling unavailable: %s", problem)
+    created = set()
+    for manifest in decided.create:
+        if kube.create(manifest):
+            created.add(manifest["metadata"]["name"])
+            logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
+    for deletion in decided.delete:
+        kube.delete_pod(job.namespace, deletion)
+        logger.info("deleted pod %s (%s)", deletion.name, deletion.reason)
+    for event in decided.events:
+        if event.creates and not created.intersection(event.creates):
+            continue  # another reconcile created them already
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if decided.delete_job:
+        kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)
+        return
+    previous = body.get("status") or {}
+    changed = {k: v for k, v in decided.status.items() if _differs(v, previous.get(k))}
+    if changed:
+        patch.status.update(changed)
+    elif not decided.acts:
+        memo.steady = pacing.steady(seen, now, decided.recheck_at)
+    memo.expected = pacing.expect(
+        seen,
+        now,
+        patched=bool(changed),
+        created=(m["metadata"]["name"] for m in decided.create if m["kind"] == "Pod"),
+        deleted=(d.name for d in decided.delete),
+    )
 
 
 def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
@@ -188,22 +172,12 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
 async def reconcile_timer(**kwargs: Any) -> None:
-    """Periodic reconcile: notices pod and node changes; returns at once if nothing changed."""
-    memo = kwargs["memo"]
-    if _skip(memo, pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])):
+    """A job's reconcile: at once when it appears, then every interval unless paced."""
+    memo, now = kwargs["memo"], datetime.now(UTC)
+    seen = pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])
+    if pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(memo.get("steady"), seen, now):
         return
     # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
     context = contextvars.copy_context()
     run = functools.partial(context.run, _reconcile_kwargs, kwargs)
     await asyncio.get_running_loop().run_in_executor(memo.executor, run)
-
-
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF)
-def reconcile_now(**kwargs: Any) -> None:
-    """Reconcile at once on creation and on spec changes (`kubectl scale`, suspend).
-
-    Unless the timer has just done it: then the watches have not shown its writes yet, and the
-    timer's next tick after they have takes the change in (`pacing.PATIENCE` at the latest).
-    """
-    _reconcile_kwargs(kwargs)

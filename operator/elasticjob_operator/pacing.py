@@ -12,7 +12,7 @@ Two reasons to skip a tick, both bounded in time:
   the reconcile runs anyway (a lost watch event, a patch kopf gave up on).
 
 Limits: a pod created and deleted again before the index saw it keeps its expectation until
-`PATIENCE` runs out. The create and spec-update handlers never skip.
+`PATIENCE` runs out; so does a spec change made meanwhile (`kubectl scale` right after a create).
 """
 
 from __future__ import annotations
