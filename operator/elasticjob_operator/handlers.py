@@ -65,14 +65,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
 
 
+# The index functions are async so that kopf calls them on the event loop: as plain functions they
+# would each take a trip through the thread pool, one per pod or node event.
 @kopf.index("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER})
-def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
     job = labels.get(naming.LABEL_JOB)
     return {(namespace, job): podinfo.essentials(dict(body))} if job else {}
 
 
 @kopf.index("nodes")
-def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, datetime | None]:
+async def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, datetime | None]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
             if cond.get("status") == "True":
