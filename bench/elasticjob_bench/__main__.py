@@ -1,4 +1,4 @@
-"""`python -m elasticjob_bench [--quick] [--only b1,b3]`: run the benchmarks, write the results.
+"""`python -m elasticjob_bench [--quick] [--only b1,b3] [--b4-jobs 1000]`: run the benchmarks, write the results.
 
 Writes `bench/results/<date>.json`, PNG plots next to it and the table in `docs/benchmarks.md`.
 Every figure is the median of several runs, compared as a ratio with a baseline measured in the
@@ -19,11 +19,33 @@ from elasticjob_bench import machine, report
 RESULTS = machine.REPO / "bench" / "results"
 
 
+def merge(earlier: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """Today's results over an earlier run's of the same day and machine.
+
+    Sections measured now replace the earlier ones, except that B4 keeps earlier rows of sizes not
+    measured now. The time per part adds up over the runs.
+    """
+    if earlier.get("machine") != results["machine"]:
+        return results
+    took = {**earlier.get("seconds_by_part", {}), **results["seconds_by_part"]}
+    merged = {**earlier, **results, "seconds_by_part": took, "seconds": round(sum(took.values()), 1)}
+    if "b4" in earlier and "b4" in results:
+        rows = {r["jobs"]: r for r in [*earlier["b4"]["rows"], *results["b4"]["rows"]]}
+        merged["b4"] = {**results["b4"], "rows": [rows[n] for n in sorted(rows)]}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sizes, runs and variants")
     parser.add_argument(
         "--only", default="b1,b2,b3,b4,b5b", help="comma-separated benchmarks: b1, b2 (with b5), b3, b4, b5b"
+    )
+    parser.add_argument(
+        "--b4-jobs",
+        default="",
+        help="comma-separated B4 sizes instead of the default (200; 200,1000 without --quick); rows of "
+        "other sizes measured earlier the same day are kept",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
@@ -61,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if "b4" in chosen:
         from elasticjob_bench import operator_scale
 
-        results["b4"] = operator_scale.run([200] if args.quick else [200, 1000], repeats=2 if args.quick else 3)
+        sizes = [int(n) for n in args.b4_jobs.split(",") if n] or ([200] if args.quick else [200, 1000])
+        results["b4"] = operator_scale.run(sizes, repeats=2 if args.quick else 3)
         lap("b4")
     if chosen & {"b1", "b2"}:
         from elasticjob_bench import launch, recovery
@@ -80,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = results["date"][:10]
     path = args.out / f"{stem}.json"
     if path.exists():  # another run the same day (e.g. `--only b3`): keep its other sections
-        earlier = json.loads(path.read_text())
-        if earlier.get("machine") == results["machine"]:
-            took = {**earlier.get("seconds_by_part", {}), **took}
-            results = {**earlier, **results, "seconds_by_part": took, "seconds": round(sum(took.values()), 1)}
+        results = merge(json.loads(path.read_text()), results)
     path.write_text(json.dumps(results, indent=2) + "\n")
     plots = report.plots(results, args.out, stem)
     args.doc.write_text(report.markdown(results, path, plots, args.doc.parent))

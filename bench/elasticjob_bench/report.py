@@ -174,6 +174,7 @@ def _b5b(b: dict[str, Any]) -> list[str]:
 
 
 def _b4(b: dict[str, Any]) -> list[str]:
+    runs = ", ".join(f"{len(r['runs'])} at {r['jobs']}" for r in b["rows"])
     lines = [
         "## B4 operator scale",
         "",
@@ -185,7 +186,7 @@ def _b4(b: dict[str, Any]) -> list[str]:
         "from the first create until every job was Running; quiet: the same over the following "
         "window, per job and minute. Reconcile latency: per job, from its create to the operator's first "
         "status write, and to Running. The scheduler runs with "
-        f"`{' '.join(b['scheduler_flags'])}`; runs per size: {b['repeats']}, each on a fresh cluster.",
+        f"`{' '.join(b['scheduler_flags'])}`; runs per size: {runs}, each on a fresh cluster.",
         "",
         "| jobs | direct pods Running (baseline) | all pods exist | all jobs Running | ratio vs direct "
         "| operator peak RSS (max) | operator CPU | requests/job | quiet requests/job/min "

@@ -57,3 +57,22 @@ def test_operator_writes_are_counted_per_job_between_two_scrapes() -> None:
     before, after = _requests(10, 0, 10), _requests(310, 450, 310)
     # pods POST: 300 new, over codes; the scheduler's bindings and events.k8s.io are not the operator's
     assert operator_writes_per_job(before, after, 100) == {"POST pods": 3.0, "PATCH elasticjobs/status": 4.5}
+
+
+def test_a_later_run_the_same_day_replaces_sections_and_keeps_other_b4_sizes() -> None:
+    from elasticjob_bench.__main__ import merge
+
+    def b4(*rows: tuple[int, float]) -> dict[str, object]:
+        return {"repeats": 3, "rows": [{"jobs": n, "all_running_s": s} for n, s in rows]}
+
+    box = {"cores": 2}
+    earlier = {"machine": box, "b1": "old", "b4": b4((200, 30.0)), "seconds_by_part": {"b1": 60.0, "b4": 100.0}}
+    later = {"machine": box, "b4": b4((1000, 150.0), (200, 31.0)), "seconds_by_part": {"b4": 900.0}}
+    merged = merge(earlier, later)
+    assert merged["b1"] == "old"
+    assert merged["b4"]["rows"] == [{"jobs": 200, "all_running_s": 31.0}, {"jobs": 1000, "all_running_s": 150.0}]
+    assert merged["seconds"] == 960.0
+    only_1000 = merge(earlier, {"machine": box, "b4": b4((1000, 150.0)), "seconds_by_part": {"b4": 600.0}})
+    assert [r["jobs"] for r in only_1000["b4"]["rows"]] == [200, 1000]
+    other_machine = {"machine": {"cores": 8}, "seconds_by_part": {}}
+    assert merge(earlier, other_machine) is other_machine
