@@ -4,7 +4,8 @@ Each run starts a fresh local control plane: one real node for the operator (ins
 chart) and simulate-mode nodes, on which pods report Running without running anything.
 It measures, for N jobs created as fast as the benchmark can:
 - seconds from the first create until every pod exists and until every job reports Running;
-- the operator's peak RSS (`VmHWM` of its process) and the CPU seconds it used;
+- the operator's peak RSS (`VmHWM` of its process), its RSS after the quiet window below (what
+  stays; peak minus this is transient), and the CPU seconds it used;
 - the operator's API requests per job, from the apiserver's own metrics: the requests dispatched
   for the `service-accounts` flow schema, which here only the operator's ServiceAccount uses;
   and the same counter over a quiet window after, per job and minute;
@@ -283,10 +284,16 @@ def operator_process() -> int:
 
 def process_figures(pid: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text()
-    hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    kib = {
+        k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines()) if k in ("VmHWM", "VmRSS")
+    }
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return {"peak_rss_mib": round(hwm / 1024, 1), "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 1)}
+    return {
+        "peak_rss_mib": round(kib["VmHWM"] / 1024, 1),
+        "rss_mib": round(kib["VmRSS"] / 1024, 1),
+        "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 1),
+    }
 
 
 def _create_all(bodies: list[dict[str, Any]], create: Any) -> dict[str, float]:
@@ -369,6 +376,7 @@ def operator_once(sc: ScaleCluster, jobs: int, timeout: float) -> dict[str, Any]
         "all_pods_s": round(pods_s, 2) if pods_exist else None,
         "all_running_s": round(done_at - t0, 2) if finished else None,
         "peak_rss_mib": figures["peak_rss_mib"],
+        "rss_after_mib": figures["rss_mib"],  # after the quiet window: what stays
         "operator_cpu_s": round(figures["cpu_s"] - cpu0, 1),
         "requests_per_job": round(during / jobs, 1),
         "quiet_requests_per_job_per_min": round(quiet / jobs * 60 / QUIET_WINDOW_S, 2),

@@ -189,9 +189,9 @@ def _b4(b: dict[str, Any]) -> list[str]:
         f"`{' '.join(b['scheduler_flags'])}`; runs per size: {runs}, each on a fresh cluster.",
         "",
         "| jobs | direct pods Running (baseline) | all pods exist | all jobs Running | ratio vs direct "
-        "| operator peak RSS (max) | operator CPU | requests/job | quiet requests/job/min "
+        "| operator peak RSS (max) | operator RSS after | operator CPU | requests/job | quiet requests/job/min "
         "| first reconcile p50 / p99 | Running p50 / p99 | operator CPU idle | goal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in b["rows"]:
         goal = "-"
@@ -205,13 +205,15 @@ def _b4(b: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {r['jobs']} | {s_(r['direct_all_running_s'])} | {s_(r['all_pods_s'])} | {s_(r['all_running_s'])} "
             f"({r['finished']}/{len(r['runs'])} finished) | {r['ratio_vs_direct'] or '-'} "
-            f"| {r['peak_rss_mib']} MiB ({r['peak_rss_max_mib']}) | {r['operator_cpu_s']} s "
+            f"| {r['peak_rss_mib']} MiB ({r['peak_rss_max_mib']}) | {_mib(r.get('rss_after_mib'))} "
+            f"| {r['operator_cpu_s']} s "
             f"| {r['requests_per_job']} | {r['quiet_requests_per_job_per_min']} "
             f"| {r['first_reconcile_p50_ms']} / {r['first_reconcile_p99_ms']} ms "
             f"| {r['running_p50_ms']} / {r['running_p99_ms']} ms | {_pct(r.get('idle_cpu_pct'))} | {goal} |"
         )
     lines += [
         "",
+        "Operator RSS after: after the quiet window (what stays; the rest of the peak was transient). "
         "Operator CPU idle: its share of one core over the quiet window, every job Running. "
         "Requests per job to what the operator writes (every client's, from `apiserver_request_total`; "
         "the benchmark's own creates are the `POST elasticjobs` not listed):",
@@ -222,6 +224,10 @@ def _b4(b: dict[str, Any]) -> list[str]:
         listed = ", ".join(f"{k} {v}" for k, v in writes.items()) or "not measured"
         lines.append(f"- {r['jobs']} jobs: {listed}")
     return [*lines, ""]
+
+
+def _mib(v: Any) -> str:
+    return "-" if v is None else f"{v} MiB"
 
 
 def _pct(v: Any) -> str:
