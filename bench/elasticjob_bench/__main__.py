@@ -29,6 +29,8 @@ def merge(earlier: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         return results
     took = {**earlier.get("seconds_by_part", {}), **results["seconds_by_part"]}
     merged = {**earlier, **results, "seconds_by_part": took, "seconds": round(sum(took.values()), 1)}
+    merged["runs"] = [*earlier.get("runs", []), *results.get("runs", [])]
+    merged["quick"] = bool(earlier.get("quick")) or bool(results.get("quick"))
     if "b4" in earlier and "b4" in results:
         rows = {r["jobs"]: r for r in [*earlier["b4"]["rows"], *results["b4"]["rows"]]}
         merged["b4"] = {**results["b4"], "rows": [rows[n] for n in sorted(rows)]}
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine.describe(),
     }
+    run_args = ["--quick"] if args.quick else []
+    run_args += [f"--only {','.join(sorted(chosen))}"] + ([f"--b4-jobs {args.b4_jobs}"] if args.b4_jobs else [])
+    results["runs"] = [{"date": results["date"], "args": " ".join(run_args)}]
     took: dict[str, float] = {}
     mark = time.monotonic()
 

@@ -226,6 +226,12 @@ def _b4(b: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _runs(results: dict[str, Any]) -> str:
+    """When and how the results were measured: one run, or several of the same day merged."""
+    runs = results.get("runs") or [{"date": results["date"], "args": "--quick" if results.get("quick") else ""}]
+    return "; ".join(f"{r['date']} (`python -m elasticjob_bench {r['args']}`)".replace(" `)", "`)") for r in runs)
+
+
 def _mib(v: Any) -> str:
     return "-" if v is None else f"{v} MiB"
 
@@ -247,7 +253,7 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         f"[`{rel(json_path)}`]({rel(json_path)}); do not edit by hand. Every figure is the median of "
         "several runs and is compared with a baseline measured in the same run on the same machine.",
         "",
-        f"Run {results['date']}{' (quick)' if results.get('quick') else ''}, {results['seconds']} s in all"
+        f"Run {_runs(results)}, {results['seconds']} s in all"
         + (
             f" ({', '.join(f'{k} {v} s' for k, v in parts.items())})"
             if (parts := results.get("seconds_by_part"))

@@ -66,10 +66,24 @@ def test_a_later_run_the_same_day_replaces_sections_and_keeps_other_b4_sizes() -
         return {"repeats": 3, "rows": [{"jobs": n, "all_running_s": s} for n, s in rows]}
 
     box = {"cores": 2}
-    earlier = {"machine": box, "b1": "old", "b4": b4((200, 30.0)), "seconds_by_part": {"b1": 60.0, "b4": 100.0}}
-    later = {"machine": box, "b4": b4((1000, 150.0), (200, 31.0)), "seconds_by_part": {"b4": 900.0}}
+    earlier = {
+        "machine": box,
+        "quick": True,
+        "runs": [{"args": "--quick"}],
+        "b1": "old",
+        "b4": b4((200, 30.0)),
+        "seconds_by_part": {"b1": 60.0, "b4": 100.0},
+    }
+    later = {
+        "machine": box,
+        "quick": False,
+        "runs": [{"args": "--only b4"}],
+        "b4": b4((1000, 150.0), (200, 31.0)),
+        "seconds_by_part": {"b4": 900.0},
+    }
     merged = merge(earlier, later)
     assert merged["b1"] == "old"
+    assert merged["quick"] and merged["runs"] == [{"args": "--quick"}, {"args": "--only b4"}]
     assert merged["b4"]["rows"] == [{"jobs": 200, "all_running_s": 31.0}, {"jobs": 1000, "all_running_s": 150.0}]
     assert merged["seconds"] == 960.0
     only_1000 = merge(earlier, {"machine": box, "b4": b4((1000, 150.0)), "seconds_by_part": {"b4": 600.0}})
