@@ -41,8 +41,6 @@ from elasticjob_operator.planner import Observed, PlannerSettings, plan
 RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
 NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30"))
 RETRY_BACKOFF = 2.0
-#: a full reconcile of each job at least this often, even when nothing it watches changed
-RESYNC_SECONDS = 60.0
 
 
 @kopf.on.startup()
