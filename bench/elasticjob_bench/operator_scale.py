@@ -34,6 +34,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,22 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def dispatched(metrics: str, flow_schema: str) -> int:
-    """Requests APF dispatched for one flow schema, summed over priority levels."""
-    total = 0.0
-    pattern = re.compile(r"^apiserver_flowcontrol_dispatched_requests_total\{([^}]*)\} (\S+)$")
+def samples(metrics: str, name: str) -> Iterator[tuple[dict[str, str], float]]:
+    """The labels and value of each sample of one metric in the apiserver's Prometheus text."""
+    pattern = re.compile(rf"^{re.escape(name)}\{{([^}}]*)\}} (\S+)$")
     for line in metrics.splitlines():
         found = pattern.match(line)
-        if found and f'flow_schema="{flow_schema}"' in found.group(1):
-            total += float(found.group(2))
+        if found:
+            yield dict(re.findall(r'(\w+)="([^"]*)"', found.group(1))), float(found.group(2))
+
+
+def dispatched(metrics: str, flow_schema: str) -> int:
+    """Requests APF dispatched for one flow schema, summed over priority levels."""
+    total = sum(
+        value
+        for labels, value in samples(metrics, "apiserver_flowcontrol_dispatched_requests_total")
+        if labels.get("flow_schema") == flow_schema
+    )
     return int(total)
 
 
@@ -95,14 +104,9 @@ OPERATOR_WRITES = {
 def requests_by_kind(metrics: str) -> dict[tuple[str, ...], float]:
     """`apiserver_request_total` summed by (verb, group, resource, subresource) over codes etc."""
     totals: dict[tuple[str, ...], float] = {}
-    pattern = re.compile(r"^apiserver_request_total\{([^}]*)\} (\S+)$")
-    for line in metrics.splitlines():
-        found = pattern.match(line)
-        if not found:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+    for labels, value in samples(metrics, "apiserver_request_total"):
         key = tuple(labels.get(k, "") for k in ("verb", "group", "resource", "subresource"))
-        totals[key] = totals.get(key, 0.0) + float(found.group(2))
+        totals[key] = totals.get(key, 0.0) + value
     return totals
 
 
