@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer sizes, runs and variants")
     parser.add_argument(
-        "--only", default="b1,b2,b3,b4,b5b", help="comma-separated benchmarks: b1, b2 (with b5), b3, b4, b5b"
+        "--only",
+        default="b1,b2,b3,b4,b5b",
+        help="comma-separated benchmarks: b1, b2 (b1, b2 and b5 share their jobs: any runs all), b3, b4, b5b",
     )
     parser.add_argument(
         "--b4-jobs",
@@ -76,32 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     if "b3" in chosen:
         from elasticjob_bench import rdzv
 
-        sizes = [8, 64, 128, 256] if args.quick else [8, 32, 64, 128, 256]
-        variants = ["stock", "elasticjob"] if args.quick else list(rdzv.VARIANTS)
-        results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180, variants=variants)
+        if args.quick:  # stock at 256 agents does not finish within the join timeout on 2 cores: left out
+            sizes = {"stock": [8, 64, 128], "elasticjob": [8, 64, 128, 256]}
+        else:
+            sizes = {variant: [8, 32, 64, 128, 256] for variant in rdzv.VARIANTS}
+        results["b3"] = rdzv.run(sizes, repeats=3, timeout=60 if args.quick else 180)
         lap("b3")
     if "b5b" in chosen:
         from elasticjob_bench import store_load
 
-        results["b5b"] = store_load.run(repeats=3)
+        results["b5b"] = store_load.run(repeats=2 if args.quick else 3)
         lap("b5b")
     if "b4" in chosen:
         from elasticjob_bench import operator_scale
 
-        sizes = [int(n) for n in args.b4_jobs.split(",") if n] or ([200] if args.quick else [200, 1000])
-        results["b4"] = operator_scale.run(sizes, repeats=2 if args.quick else 3)
+        jobs = [int(n) for n in args.b4_jobs.split(",") if n] or ([200] if args.quick else [200, 1000])
+        results["b4"] = operator_scale.run(jobs, repeats=1 if args.quick else 3)
         lap("b4")
-    if chosen & {"b1", "b2"}:
+    if chosen & {"b1", "b2"}:  # B1 and B2 share their jobs: either runs both
         from elasticjob_bench import launch, recovery
 
         with launch.Operator() as op:
             lap("cluster")
-            if "b1" in chosen:
-                results["b1"] = launch.run(3 if args.quick else 5, op)
-                lap("b1")
-            if "b2" in chosen:
-                results.update(recovery.run(3 if args.quick else 5, op))
-                lap("b2")
+            results.update(recovery.run(3 if args.quick else 5, op, stock_torchrun=not args.quick))
+            lap("b1+b2")
     results["seconds"] = round(time.monotonic() - started, 1)
     results["seconds_by_part"] = took
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
-"""B1: from `kubectl apply` of a 4-node x 2-process CPU job to every rank finishing step 1.
+"""B1's parts: the local control plane with the operator, the 4 x 2 job, and the time to step 1.
 
-Measured on the local control plane with the operator installed from its chart, against the
-baseline of the same script under plain `torchrun`: 4 agents as local processes sharing a local
-c10d store, started together. Both write one timestamp file per rank (`step_script.py`).
+B1 measures from `kubectl apply` of a 4-node x 2-process CPU job to every rank finishing step 1,
+on the local control plane with the operator installed from its chart, against the baseline of
+the same script under plain `torchrun`: 4 agents as local processes sharing a local c10d store,
+started together. Both write one timestamp file per rank (`step_script.py`). The jobs are the
+rounds of `recovery`, which go on to B2's faults.
 
 Limits: the local cluster's pods are host processes, so image pulls and container start-up of a
 real node are not in the figure; the cluster's own start is not either (it runs before timing).
@@ -11,15 +13,10 @@ real node are not in the figure; the cluster's own start is not either (it runs 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +48,7 @@ def step_times(marks: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def _wait_marks(marks: Path, t0: float, timeout: float) -> float:
+def wait_first_step(marks: Path, t0: float, timeout: float) -> float:
     """Seconds from t0 until every rank has finished step 1."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,24 +57,6 @@ def _wait_marks(marks: Path, t0: float, timeout: float) -> float:
             return max(t[0][1] for t in times.values()) - t0
         time.sleep(0.05)
     raise RuntimeError(f"only {len(step_times(marks))} of {NODES * NPROC} ranks finished step 1")
-
-
-def torchrun_once(work: Path) -> float:
-    """The baseline: 4 torchrun agents on this machine, one of them hosting the store."""
-    marks = work / f"torchrun-{uuid.uuid4().hex[:6]}"
-    marks.mkdir()
-    port, run_id = _free_port(), uuid.uuid4().hex[:8]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={NODES}", f"--nproc-per-node={NPROC}",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}", str(SCRIPT)]  # fmt: skip
-    env = {**os.environ, "MARK_DIR": str(marks), "OMP_NUM_THREADS": "1"}
-    t0 = time.time()
-    agents = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-              for _ in range(NODES)]  # fmt: skip
-    try:
-        return _wait_marks(marks, t0, 180)
-    finally:
-        for a in agents:
-            a.wait(120)
 
 
 def install_chart(cluster: Cluster) -> None:
@@ -157,27 +136,9 @@ class Operator:
         out = self.cluster.kubectl("get", "ej", name, "-n", NAMESPACE, "-o", "json", check=False)
         return dict(json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
 
-    def once(self, work: Path) -> float:
-        name = f"b1-{uuid.uuid4().hex[:6]}"
-        marks = work / name
-        marks.mkdir()
-        docs = self.job(name, marks)
-        t0 = time.time()
-        self.apply(docs)
-        try:
-            return _wait_marks(marks, t0, 300)
-        finally:
-            self.delete(name)
 
-
-def run(repeats: int, op: Operator) -> dict[str, Any]:
-    """Median time to step 1 for each, the overhead in seconds and the ratio operator/torchrun."""
-    work = Path(tempfile.mkdtemp(prefix="ej-b1-"))
-    try:
-        baseline = [torchrun_once(work) for _ in range(repeats)]
-        ours = [op.once(work) for _ in range(repeats)]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def summarize(baseline: list[float], ours: list[float]) -> dict[str, Any]:
+    """B1 from the rounds' times to step 1: medians, the overhead in seconds, the ratio."""
     b, o = statistics.median(baseline), statistics.median(ours)
     result = {
         "torchrun_s": round(b, 3),

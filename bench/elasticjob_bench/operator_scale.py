@@ -418,7 +418,9 @@ def run(sizes: list[int], repeats: int, timeout: float = 600) -> dict[str, Any]:
         direct, ours_s = row.get("direct_all_running_s"), row.get("all_running_s")
         row["peak_rss_max_mib"] = max(r["peak_rss_mib"] for r in runs)
         kinds = sorted({k for r in runs for k in r["writes_per_job"]})
-        row["writes_per_job"] = {k: statistics.median(r["writes_per_job"].get(k, 0.0) for r in runs) for k in kinds}
+        row["writes_per_job"] = {
+            k: round(statistics.median(r["writes_per_job"].get(k, 0.0) for r in runs), 2) for k in kinds
+        }
         row["ratio_vs_direct"] = round(ours_s / direct, 2) if direct and ours_s else None
         rows.append(row)
     return {"rows": rows, "repeats": repeats, "timeout_s": timeout, "scheduler_flags": SCHEDULER_QPS}

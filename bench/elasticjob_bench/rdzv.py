@@ -1,9 +1,10 @@
 """B3: how long N agents take to join one rendezvous, and the store traffic each join causes.
 
 Agents are threads, 8 per process (as in the probes the issue cites), in a pool of processes
-that import torch once and serve every trial; a trial starts when all its agents hold a store
-connection and ends when the last one has its rank. The store is the project's own
-(`elasticjob-launch store`, a dedicated process).
+that import torch once and serve every trial; each agent keeps its store connections across
+trials, as a job's agents keep theirs across rounds (`rdzv_agents`). A trial starts when all its
+agents hold their connections and ends when the last one has its rank. The store is the
+project's own (`elasticjob-launch store`, a dedicated process).
 
 Variants, measured in the same run:
 - `stock`: torch's DynamicRendezvousHandler over the c10d backend with its defaults; the baseline.
@@ -21,17 +22,21 @@ that variant are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 from torch.distributed import TCPStore
 
@@ -50,60 +55,110 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def agent_name(process: int, agent: int) -> str:
+    """The name of a process's agent: the same in every trial, so it keeps its connections."""
+    return f"p{process}-{agent}"
+
+
 @dataclass
 class Pool:
+    """Agent processes (`rdzv_agents`), each serving trials one after another.
+
+    Each process's stderr goes to a log file in `logs`, quoted when the process dies. A process
+    whose agents did not all report may still run them, which would load the store during the
+    next trial: `renew` replaces it.
+    """
+
+    port: int
+    logs: Path
+    connections: int
     procs: list[subprocess.Popen[str]]
 
     @classmethod
-    def start(cls, size: int, port: int) -> Pool:
-        cmd = [sys.executable, "-m", "elasticjob_bench.rdzv_agents", "127.0.0.1", str(port)]
+    def start(cls, size: int, port: int, connections: int = 2) -> Pool:
+        """`size` processes, each with `connections` store connections open for each of its agents."""
+        pool = cls(port, Path(tempfile.mkdtemp(prefix="ej-b3-")), connections, [])
+        pool.procs = [pool._spawn(i) for i in range(size)]
+        for i in range(size):
+            pool.read(i)
+        return pool
+
+    def _spawn(self, index: int) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "elasticjob_bench.rdzv_agents", "127.0.0.1", str(self.port),
+               str(index), str(PER_PROCESS), str(self.connections)]  # fmt: skip
         env = {**os.environ, "LOGLEVEL": "ERROR"}
-        procs = [
-            subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-            )
-            for _ in range(size)
-        ]
-        for p in procs:
-            _read(p.stdout)
-        return cls(procs)
+        with (self.logs / f"agents-{index}.log").open("a") as log:
+            return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+
+    def send(self, index: int, cmd: dict[str, Any]) -> None:
+        stdin = self.procs[index].stdin
+        if stdin is None:
+            raise RuntimeError("no pipe")
+        try:
+            stdin.write(json.dumps(cmd) + "\n")
+            stdin.flush()
+        except BrokenPipeError:
+            raise self._died(index) from None
+
+    def read(self, index: int) -> dict[str, Any]:
+        """The next JSON line of process `index`."""
+        stream = self.procs[index].stdout
+        line = stream.readline() if stream else ""
+        if not line:
+            raise self._died(index)
+        return dict(json.loads(line))
+
+    def _died(self, index: int) -> RuntimeError:
+        tail = (self.logs / f"agents-{index}.log").read_text()[-2000:]
+        return RuntimeError(f"rendezvous agent process {index} died; the end of its log:\n{tail}")
+
+    def renew(self, indices: list[int]) -> None:
+        """Replace processes `indices` with fresh ones (started together, then waited for)."""
+        for i in indices:
+            self._end(self.procs[i], wait=0)
+            self.procs[i] = self._spawn(i)
+        for i in indices:
+            self.read(i)
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[str], wait: float) -> None:
+        if proc.stdin:
+            with contextlib.suppress(BrokenPipeError):  # it died with a command unread
+                proc.stdin.close()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:  # agents of a trial that never finished may hang on
+            proc.kill()
+            proc.wait(30)
 
     def stop(self) -> None:
         for p in self.procs:
             if p.stdin:
-                p.stdin.close()
+                with contextlib.suppress(BrokenPipeError):
+                    p.stdin.close()
         for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:  # agents of a trial that never finished may hang on
-                p.kill()
-                p.wait(30)
-
-
-def _read(stream: IO[str] | None) -> dict[str, Any]:
-    if stream is None:
-        raise RuntimeError("no pipe")
-    line = stream.readline()
-    if not line:
-        raise RuntimeError("a rendezvous agent process died")
-    return dict(json.loads(line))
+            self._end(p, wait=30)
+        shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def trial(pool: Pool, store: TCPStore, nodes: int, timeout: float, options: dict[str, Any]) -> dict[str, Any]:
+    """One rendezvous of `nodes` agents, spread over the fewest processes; processes whose agents
+    did not all report (threads still hanging in a join) are renewed."""
     run_id = f"b3-{uuid.uuid4().hex[:8]}"
-    used = pool.procs[: (nodes + PER_PROCESS - 1) // PER_PROCESS]
-    for i, proc in enumerate(used):
-        agents = [f"agent-{n}" for n in range(i, nodes, len(used))]
-        cmd = {"run_id": run_id, "agents": agents, "nodes": nodes, "timeout": timeout, **options}
-        if proc.stdin is None:
-            raise RuntimeError("no pipe")
-        proc.stdin.write(json.dumps(cmd) + "\n")
-        proc.stdin.flush()
-    for proc in used:  # every agent holds its store connections and waits for the go key
-        _read(proc.stdout)
+    used = range((nodes + PER_PROCESS - 1) // PER_PROCESS)
+    # the same names in the same process every trial, so each agent's store connections are kept
+    agents = {i: [agent_name(i, j) for j in range(nodes // len(used) + (i < nodes % len(used)))] for i in used}
+    for i in used:
+        pool.send(i, {"run_id": run_id, "agents": agents[i], "nodes": nodes, "timeout": timeout, **options})
+    for i in used:  # every agent holds its store connections and waits for the go key
+        pool.read(i)
     t0 = time.time()
     store.set(f"go/{run_id}", "1")
-    records = [r for proc in used for r in _read(proc.stdout)["results"]]
+    reports = {i: pool.read(i)["results"] for i in used}
+    hung = [i for i in used if len(reports[i]) < len(agents[i])]
+    if hung:
+        pool.renew(hung)
+    records = [r for i in used for r in reports[i]]
     failed = [r for r in records if "error" in r]
     ok = not failed and len(records) == nodes
     return {
@@ -143,18 +198,18 @@ def _median_or_none(values: list[Any]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def run(sizes: list[int], repeats: int, timeout: float, variants: list[str] | None = None) -> dict[str, Any]:
-    """Median join time per size and variant, with the traffic per join; ratios against `stock`."""
+def run(sizes: dict[str, list[int]], repeats: int, timeout: float) -> dict[str, Any]:
+    """Median join time per variant and size (`sizes`: variant -> sizes), with the traffic per
+    join; ratios against `stock`."""
     port, server = start_store()
     try:
         store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
-        pool = Pool.start((max(sizes) + PER_PROCESS - 1) // PER_PROCESS, port)
+        largest = max(n for ns in sizes.values() for n in ns)
+        pool = Pool.start((largest + PER_PROCESS - 1) // PER_PROCESS, port)
         rows: list[dict[str, Any]] = []
         try:
             for variant, options in VARIANTS.items():
-                if variants is not None and variant not in variants:
-                    continue
-                for nodes in sizes:
+                for nodes in sizes.get(variant, []):
                     trials: list[dict[str, Any]] = []
                     while len(trials) < repeats and all(t["ok"] for t in trials):
                         trials.append(trial(pool, store, nodes, timeout, options))  # a timeout is not repeated
@@ -182,4 +237,4 @@ def run(sizes: list[int], repeats: int, timeout: float, variants: list[str] | No
     for r in rows:
         b = base.get(r["nodes"])
         r["ratio_vs_stock"] = round(r["median_s"] / b, 3) if r["median_s"] and b else None
-    return {"rows": rows, "per_process": PER_PROCESS, "timeout_s": timeout, "repeats": repeats}
+    return {"rows": rows, "per_process": PER_PROCESS, "timeout_s": timeout, "repeats": repeats, "sizes": sizes}

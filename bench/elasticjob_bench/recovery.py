@@ -1,9 +1,14 @@
-"""B2 recovery (three faults) and B5 status freshness, on the local control plane.
+"""B1 launch, B2 recovery (three faults) and B5 status freshness, from the same jobs.
 
-One fault at step 30 of a running 4 x 2 job (600 steps of 50 ms):
-- B2a: one worker process SIGKILLed (local rank 1 of one pod);
-- B2b: one worker pod deleted (`kubectl delete pod`, default grace);
-- B2c: the store pod force-deleted (`--grace-period=0 --force`).
+A round is one 4 x 2 job (600 steps of 50 ms per worker group) under each launcher, on the local
+control plane for ElasticJob and as local processes for the torchrun baseline:
+- B1: from the job's start (`kubectl apply`; the torchrun agents started) to every rank finishing
+  step 1;
+- then, each time every rank of the current worker group has passed step 30, one fault, and the
+  recovery from it. ElasticJob's job takes all three in turn; the torchrun baseline takes B2a:
+  - B2a: one worker process SIGKILLed (local rank 1 of one pod);
+  - B2b: one worker pod deleted (`kubectl delete pod`, default grace);
+  - B2c: the store pod force-deleted (`--grace-period=0 --force`).
 
 Recovery is the time from the fault to every rank finishing the first step of the restarted
 worker group (the step script logs each step's time per rank, from step 1 in every new
@@ -13,10 +18,11 @@ process group formed on every rank (the new group's init), and the first step ev
 B2b/B2c also the replacement pod created and Running (a watch on the namespace's pods).
 B5 status freshness: from the B2a kill to `status.restarts.total` rising in the ElasticJob.
 
-Baseline for B2a: the same kill under plain torchrun (4 local agents), measured in the same run.
-B2b and B2c have no torchrun baseline: torchrun has no pods, and its store dies with agent 0.
-Limits: the local cluster's pods are host processes, so image pulls and a real kubelet's
-container start are not in the figures.
+Baseline for B1 and B2a: plain torchrun (4 local agents, `--max-restarts 3`), in the same run,
+rounds alternating. B2b and B2c have no torchrun baseline: torchrun has no pods, and its store
+dies with agent 0. Limits: the local cluster's pods are host processes, so image pulls and a real
+kubelet's container start are not in the figures; the faults of one job follow each other, each
+at steady state (a fresh worker group past step 30), not on a fresh job.
 """
 
 from __future__ import annotations
@@ -37,7 +43,17 @@ from typing import Any
 
 import urllib3
 
-from elasticjob_bench.launch import NAMESPACE, NODES, NPROC, SCRIPT, Operator, _free_port, step_times
+from elasticjob_bench import launch
+from elasticjob_bench.launch import (
+    NAMESPACE,
+    NODES,
+    NPROC,
+    SCRIPT,
+    Operator,
+    _free_port,
+    step_times,
+    wait_first_step,
+)
 
 STEPS, STEP_SLEEP, KILL_AT = 600, 0.05, 30
 FAULTS = {"b2a": "worker process killed", "b2b": "worker pod deleted", "b2c": "store pod killed"}
@@ -155,13 +171,9 @@ def _recovery(
     raise RuntimeError(f"no recovery before the deadline: {out}")
 
 
-def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
-    """The B2a kill under plain torchrun. With `share_store` (torch's default) workers reuse the
-    rendezvous store, which after a restart fails in gloo's connectFullMesh on this torch; the
-    baseline figure is taken with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, as the launcher runs."""
-    marks = work / f"torchrun-{uuid.uuid4().hex[:6]}"
-    marks.mkdir()
-    port, run_id = _free_port(), uuid.uuid4().hex[:8]
+def _agents(marks: Path, port: int, *, share_store: bool) -> list[subprocess.Popen[bytes]]:
+    """4 torchrun agents on this machine running the step script; agent 0 hosts the store."""
+    run_id = uuid.uuid4().hex[:8]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={NODES}", f"--nproc-per-node={NPROC}",
            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}", "--max-restarts=3",
            str(SCRIPT)]  # fmt: skip
@@ -169,17 +181,31 @@ def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
            "STEP_SLEEP": str(STEP_SLEEP)}  # fmt: skip
     if not share_store:
         env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-    agents = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-              for _ in range(NODES)]  # fmt: skip
-    deadline = time.monotonic() + 180
+    return [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(NODES)]  # fmt: skip
+
+
+def torchrun_round(work: Path, *, share_store: bool = False) -> dict[str, Any]:
+    """One torchrun job: its time to step 1 (B1) and its recovery from a B2a kill.
+
+    With `share_store` (torch's default) workers reuse the rendezvous store, which after a restart
+    fails in gloo's connectFullMesh on this torch; the baseline is taken with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, as the launcher runs."""
+    marks = work / f"torchrun-{uuid.uuid4().hex[:6]}"
+    marks.mkdir()
+    t0 = time.time()
+    agents = _agents(marks, _free_port(), share_store=share_store)
+    deadline = time.monotonic() + 240
     try:
+        out: dict[str, Any] = {"first_step_s": wait_first_step(marks, t0, 180)}
         _wait_steady(marks, deadline)
         pid = _worker_pid(marks)
         if pid is None:
             raise RuntimeError("no worker process to kill")
         t_fault = time.time()
         os.kill(pid, signal.SIGKILL)
-        return _recovery(marks, t_fault, deadline, alive=lambda: any(a.poll() is None for a in agents))
+        out["b2a"] = _recovery(marks, t_fault, deadline, alive=lambda: any(a.poll() is None for a in agents))
+        return out
     except RuntimeError as exc:
         return {"error": str(exc)}
     finally:
@@ -189,34 +215,43 @@ def torchrun_once(work: Path, *, share_store: bool) -> dict[str, Any]:
             a.wait(60)
 
 
-def operator_once(op: Operator, work: Path, fault: str) -> dict[str, float]:
-    """One job, one fault of kind `fault` (a key of FAULTS) at step KILL_AT, its recovery."""
-    name = f"{fault}-{uuid.uuid4().hex[:6]}"
+def _fault(op: Operator, name: str, marks: Path, fault: str) -> None:
+    if fault == "b2a":
+        pid = _worker_pid(marks)
+        if pid is None:
+            raise RuntimeError("no worker process to kill")
+        os.kill(pid, signal.SIGKILL)
+    elif fault == "b2b":
+        op.kubectl("delete", "pod", f"{name}-worker-1", "-n", NAMESPACE, "--wait=false")
+    else:  # the store pod of the current generation, by its labels
+        op.kubectl("delete", "pod", "-l", f"elasticjob.io/job-name={name},elasticjob.io/role=store", "-n",
+                   NAMESPACE, "--grace-period=0", "--force", "--wait=false")  # fmt: skip
+
+
+def operator_round(op: Operator, work: Path) -> dict[str, Any]:
+    """One ElasticJob: its time to step 1 (B1), then each fault of FAULTS in turn and its recovery."""
+    name = f"bench-{uuid.uuid4().hex[:6]}"
     marks = work / name
     marks.mkdir()
-    op.apply(op.job(name, marks, {"STEPS": str(STEPS), "STEP_SLEEP": str(STEP_SLEEP)}))
-    deadline = time.monotonic() + 240
+    docs = op.job(name, marks, {"STEPS": str(STEPS), "STEP_SLEEP": str(STEP_SLEEP)})
+    t0 = time.time()
+    op.apply(docs)
+    deadline = time.monotonic() + 300
     try:
         with PodWatch(op.cluster.kubeconfig, NAMESPACE) as pods:
-            _wait_steady(marks, deadline)
-            t_fault = time.time()
-            if fault == "b2a":
-                pid = _worker_pid(marks)
-                if pid is None:
-                    raise RuntimeError("no worker process to kill")
-                os.kill(pid, signal.SIGKILL)
-            elif fault == "b2b":
-                op.kubectl("delete", "pod", f"{name}-worker-1", "-n", NAMESPACE, "--wait=false")
-            else:  # the store pod of the current generation, by its labels
-                op.kubectl("delete", "pod", "-l", f"elasticjob.io/job-name={name},elasticjob.io/role=store", "-n",
-                           NAMESPACE, "--grace-period=0", "--force", "--wait=false")  # fmt: skip
-            out = _recovery(marks, t_fault, deadline, status=(lambda: op.status(name)) if fault == "b2a" else None)
-            if fault != "b2a":
-                created, running = pods.new_pod(t_fault, "worker" if fault == "b2b" else "rdzv")
-                if created is not None:
-                    out["replacement_created_s"] = created
-                if running is not None:
-                    out["replacement_running_s"] = running
+            out: dict[str, Any] = {"first_step_s": wait_first_step(marks, t0, 240)}
+            for fault in FAULTS:
+                _wait_steady(marks, deadline)
+                t_fault = time.time()
+                _fault(op, name, marks, fault)
+                status = (lambda: op.status(name)) if fault == "b2a" else None
+                out[fault] = _recovery(marks, t_fault, deadline, status=status)
+                if fault != "b2a":
+                    created, running = pods.new_pod(t_fault, "worker" if fault == "b2b" else "rdzv")
+                    if created is not None:
+                        out[fault]["replacement_created_s"] = created
+                    if running is not None:
+                        out[fault]["replacement_running_s"] = running
             return out
     finally:
         op.delete(name)
@@ -240,25 +275,36 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def run(repeats: int, op: Operator) -> dict[str, Any]:
+def run(rounds: int, op: Operator, *, stock_torchrun: bool) -> dict[str, Any]:
+    """`rounds` torchrun and ElasticJob rounds, alternating: B1, B2 (with ratios for B1 and B2a)
+    and B5. With `stock_torchrun`, one more torchrun round with torch's default store sharing."""
     work = Path(tempfile.mkdtemp(prefix="ej-b2-"))
+    base_runs: list[dict[str, Any]] = []
+    ours: list[dict[str, Any]] = []
     try:
-        stock = torchrun_once(work, share_store=True)
-        base_runs = [torchrun_once(work, share_store=False) for _ in range(repeats)]
-        ours = {fault: [operator_once(op, work, fault) for _ in range(repeats)] for fault in FAULTS}
+        stock = None
+        if stock_torchrun:
+            stock_round = torchrun_round(work, share_store=True)
+            stock = stock_round.get("b2a") or {"error": stock_round.get("error", "no recovery")}
+        for _ in range(rounds):
+            base_runs.append(torchrun_round(work))
+            ours.append(operator_round(op, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     failed = [r["error"] for r in base_runs if "error" in r]
     if failed:
         raise RuntimeError(f"the torchrun baseline did not recover: {failed}")
-    results: dict[str, Any] = {"b2a_stock_torchrun": stock}
-    for fault, runs in ours.items():
-        results[fault] = {"fault": FAULTS[fault], **summarize(runs)}
+    results: dict[str, Any] = {"b1": launch.summarize([r["first_step_s"] for r in base_runs],
+                                                      [r["first_step_s"] for r in ours])}  # fmt: skip
+    if stock is not None:
+        results["b2a_stock_torchrun"] = stock
+    for fault, what in FAULTS.items():
+        results[fault] = {"fault": what, **summarize([r[fault] for r in ours])}
     b2a = results["b2a"]
-    base = summarize(base_runs)
+    base = summarize([r["b2a"] for r in base_runs])
     b2a.update(torchrun_s=base["elasticjob_s"], torchrun_parts=base["parts"], torchrun_runs=base["runs"])
     b2a["ratio"] = round(b2a["elasticjob_s"] / b2a["torchrun_s"], 3)
-    status = [r["status_s"] for r in ours["b2a"]]
+    status = [r["b2a"]["status_s"] for r in ours]
     results["b5"] = {"status_s": round(statistics.median(status), 3), "runs": [round(s, 3) for s in status]}
     ours_s = ", ".join(f"{f} {results[f]['elasticjob_s']} s" for f in FAULTS)
     print(

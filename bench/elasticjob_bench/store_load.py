@@ -10,8 +10,9 @@ before the first window: opening 64-128 connections per rendezvous would make th
 the store accepting connections, not rendezvous traffic. Reported: total ops/s, p50/p99 latency,
 and the ratios against the idle store.
 
-Client mode (used by the benchmark): `python -m elasticjob_bench.store_load HOST PORT SECONDS`
-prints one JSON list of latencies in seconds. Limits: clients and agents share this machine's
+The client processes start once and serve every window (`python -m elasticjob_bench.store_load
+HOST PORT SECONDS`: for each window id read on stdin, one JSON list of latencies in seconds on
+stdout), so a window measures round-trips, not 16 torch imports. Limits: clients and agents share this machine's
 cores with the store, so the figures measure the whole machine, as a job's pods on one node
 would; Python's per-call overhead is in every latency.
 """
@@ -30,47 +31,81 @@ from typing import Any
 CLIENTS, WINDOW, AGENTS = 16, 10.0, 64
 
 
-def client(host: str, port: int, seconds: float) -> list[float]:
+def client(host: str, port: int, seconds: float) -> None:
+    """Client mode: one connection; for each window id on stdin, `add` round-trips for `seconds`
+    once the window's go key appears, then one JSON line of their latencies."""
     from torch.distributed import TCPStore
 
     store = TCPStore(host, port, is_master=False, timeout=timedelta(seconds=60))
-    store.add("b5b/ready", 1)
-    store.wait(["b5b/go"])
-    key, out = f"b5b/{id(store)}", []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        t = time.perf_counter()
-        store.add(key, 1)
-        out.append(time.perf_counter() - t)
-    return out
+    key = f"b5b/{id(store)}"
+    print("[]", flush=True)  # connected
+    for line in sys.stdin:
+        window = line.strip()
+        store.add(f"b5b/ready/{window}", 1)
+        store.wait([f"b5b/go/{window}"])
+        out = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            store.add(key, 1)
+            out.append(time.perf_counter() - t)
+        print(json.dumps(out), flush=True)
 
 
-def _window(port: int) -> tuple[dict[str, float], float]:
-    """One measurement window of CLIENTS processes: their ops/s and latency percentiles, and the
-    window's start (time.monotonic())."""
-    from torch.distributed import TCPStore
+class Clients:
+    """CLIENTS client processes, started once, each holding one store connection."""
 
-    store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
-    store.delete_key("b5b/go")
-    store.delete_key("b5b/ready")
-    cmd = [sys.executable, "-m", "elasticjob_bench.store_load", "127.0.0.1", str(port), str(WINDOW)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(CLIENTS)]
-    deadline = time.monotonic() + 120
-    while store.add("b5b/ready", 0) < CLIENTS:  # every client imported torch and connected
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError("the store clients did not all connect")
-        time.sleep(0.2)
-    start = time.monotonic()
-    store.set("b5b/go", "1")
-    lat = sorted(x for p in procs for x in json.loads(p.communicate(timeout=WINDOW + 120)[0]))
-    if not lat:
-        raise RuntimeError("the store clients made no calls")
-    row = {
-        "ops_per_s": round(len(lat) / WINDOW),
-        "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
-        "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
-    }
-    return row, start
+    def __init__(self, port: int) -> None:
+        from torch.distributed import TCPStore
+
+        self.store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
+        cmd = [sys.executable, "-m", "elasticjob_bench.store_load", "127.0.0.1", str(port), str(WINDOW)]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                      for _ in range(CLIENTS)]  # fmt: skip
+        for p in self.procs:
+            self._line(p)
+        self.windows = 0
+
+    @staticmethod
+    def _line(p: subprocess.Popen[str]) -> list[float]:
+        line = p.stdout.readline() if p.stdout else ""
+        if not line:
+            raise RuntimeError("a store client process died")
+        return [float(x) for x in json.loads(line)]
+
+    def window(self) -> tuple[dict[str, float], float]:
+        """One measurement window: the clients' ops/s and latency percentiles, and the window's
+        start (time.monotonic())."""
+        self.windows += 1
+        window = str(self.windows)
+        for p in self.procs:
+            if p.stdin is None:
+                raise RuntimeError("no pipe")
+            p.stdin.write(window + "\n")
+            p.stdin.flush()
+        deadline = time.monotonic() + 120
+        while self.store.add(f"b5b/ready/{window}", 0) < CLIENTS:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the store clients did not all get ready")
+            time.sleep(0.05)
+        start = time.monotonic()
+        self.store.set(f"b5b/go/{window}", "1")
+        lat = sorted(x for p in self.procs for x in self._line(p))
+        if not lat:
+            raise RuntimeError("the store clients made no calls")
+        row = {
+            "ops_per_s": round(len(lat) / WINDOW),
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
+            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
+        }
+        return row, start
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.stdin:
+                p.stdin.close()
+        for p in self.procs:
+            p.wait(30)
 
 
 def run(repeats: int = 3) -> dict[str, Any]:
@@ -82,11 +117,12 @@ def run(repeats: int = 3) -> dict[str, Any]:
 
         store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
         pool = rdzv.Pool.start(AGENTS // rdzv.PER_PROCESS, port)
-        variants = {v: {**rdzv.VARIANTS[v], "keep_connections": True} for v in ("stock", "elasticjob")}
+        clients = Clients(port)
+        variants = {v: rdzv.VARIANTS[v] for v in ("stock", "elasticjob")}
         try:
             for options in variants.values():  # open every agent's connections, outside any window
                 rdzv.trial(pool, store, AGENTS, 60, options)
-            rows = {"idle": [_window(port)[0] for _ in range(repeats)]}
+            rows = {"idle": [clients.window()[0] for _ in range(repeats)]}
             for variant, options in variants.items():
                 rows[variant] = []
                 for _ in range(repeats):
@@ -102,19 +138,20 @@ def run(repeats: int = 3) -> dict[str, Any]:
 
                     th = threading.Thread(target=churn)
                     th.start()
-                    row, start = _window(port)
+                    row, start = clients.window()
                     stop.set()
                     th.join(120)
                     done = sum(start <= t <= start + WINDOW for t in ended)
                     rows[variant].append({**row, "rendezvous_completed": done})
         finally:
+            clients.stop()
             pool.stop()
     finally:
         server.terminate()
         server.wait(30)
 
     def med(rs: list[dict[str, float]], k: str) -> float:
-        return float(statistics.median(r[k] for r in rs))
+        return round(float(statistics.median(r[k] for r in rs)), 3)
 
     idle = {k: med(rows["idle"], k) for k in ("ops_per_s", "p50_ms", "p99_ms")}
     out: dict[str, Any] = {"clients": CLIENTS, "window_s": WINDOW, "agents": AGENTS, "idle": idle}
@@ -129,5 +166,4 @@ def run(repeats: int = 3) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    print(json.dumps(client(host, port, seconds)))
+    client(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
