@@ -124,14 +124,18 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         memo.expected = pacing.expect(seen, now, patched=_invalid(body, patch, message), created=(), deleted=())
         return
     kube: Kube = memo.kube
+    # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
+    later: list[dict[str, Any]] = []
     if decided.create:
-        for obj in builders.build_owned_objects(job):
-            problem = kube.create_optional(obj)
+        owned = builders.build_owned_objects(job)
+        later = [obj for obj in owned if obj["kind"] == "RoleBinding"]
+        for problem in kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"]):
             if problem:
                 logger.warning("gang scheduling unavailable: %s", problem)
     created = set()
-    for manifest in decided.create:
-        if kube.create(manifest):
+    fresh = kube.map(kube.create, later + decided.create)[len(later) :]
+    for manifest, new in zip(decided.create, fresh, strict=True):
+        if new:
             created.add(manifest["metadata"]["name"])
             logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
     for deletion in decided.delete:
