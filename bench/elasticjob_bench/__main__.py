@@ -1,4 +1,4 @@
-"""`python -m elasticjob_bench [--quick] [--only b1,b3] [--b4-jobs 1000]`: run the benchmarks, write the results.
+"""`python -m elasticjob_bench [--quick] [--only b1,b3] [--b4-jobs 1000] [--b4-runs 2]`: run the benchmarks.
 
 Writes `bench/results/<date>.json`, PNG plots next to it and the table in `docs/benchmarks.md`.
 Every figure is the median of several runs, compared as a ratio with a baseline measured in the
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated B4 sizes instead of the default (200; 200,1000 without --quick); rows of "
         "other sizes measured earlier the same day are kept",
     )
+    parser.add_argument(
+        "--b4-runs", type=int, default=0, help="B4 runs per size, each on a fresh cluster (1; 3 without --quick)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plots go")
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     run_args = ["--quick"] if args.quick else []
     run_args += [f"--only {','.join(sorted(chosen))}"] + ([f"--b4-jobs {args.b4_jobs}"] if args.b4_jobs else [])
+    run_args += [f"--b4-runs {args.b4_runs}"] if args.b4_runs else []
     results["runs"] = [{"date": results["date"], "args": " ".join(run_args)}]
     took: dict[str, float] = {}
     mark = time.monotonic()
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from elasticjob_bench import operator_scale
 
         jobs = [int(n) for n in args.b4_jobs.split(",") if n] or ([200] if args.quick else [200, 1000])
-        results["b4"] = operator_scale.run(jobs, repeats=1 if args.quick else 3)
+        results["b4"] = operator_scale.run(jobs, repeats=args.b4_runs or (1 if args.quick else 3))
         lap("b4")
     if chosen & {"b1", "b2"}:  # B1 and B2 share their jobs: either runs both
         from elasticjob_bench import launch, recovery
