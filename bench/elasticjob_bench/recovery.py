@@ -199,11 +199,8 @@ def torchrun_round(work: Path, *, share_store: bool = False) -> dict[str, Any]:
     try:
         out: dict[str, Any] = {"first_step_s": wait_first_step(marks, t0, 180)}
         _wait_steady(marks, deadline)
-        pid = _worker_pid(marks)
-        if pid is None:
-            raise RuntimeError("no worker process to kill")
         t_fault = time.time()
-        os.kill(pid, signal.SIGKILL)
+        _kill_worker(marks)
         out["b2a"] = _recovery(marks, t_fault, deadline, alive=lambda: any(a.poll() is None for a in agents))
         return out
     except RuntimeError as exc:
@@ -215,12 +212,17 @@ def torchrun_round(work: Path, *, share_store: bool = False) -> dict[str, Any]:
             a.wait(60)
 
 
+def _kill_worker(marks: Path) -> None:
+    """B2a: SIGKILL the newest training process of rank 1."""
+    pid = _worker_pid(marks)
+    if pid is None:
+        raise RuntimeError("no worker process to kill")
+    os.kill(pid, signal.SIGKILL)
+
+
 def _fault(op: Operator, name: str, marks: Path, fault: str) -> None:
     if fault == "b2a":
-        pid = _worker_pid(marks)
-        if pid is None:
-            raise RuntimeError("no worker process to kill")
-        os.kill(pid, signal.SIGKILL)
+        _kill_worker(marks)
     elif fault == "b2b":
         op.kubectl("delete", "pod", f"{name}-worker-1", "-n", NAMESPACE, "--wait=false")
     else:  # the store pod of the current generation, by its labels
