@@ -120,7 +120,8 @@ def run(repeats: int = 3) -> dict[str, Any]:
         clients = Clients(port)
         variants = {v: rdzv.VARIANTS[v] for v in ("stock", "elasticjob")}
         try:
-            for options in variants.values():  # open every agent's connections, outside any window
+            # one rendezvous of each handler before any window (the pool opened the connections)
+            for options in variants.values():
                 rdzv.trial(pool, store, AGENTS, 60, options)
             rows = {"idle": [clients.window()[0] for _ in range(repeats)]}
             for variant, options in variants.items():
