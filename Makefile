@@ -1,6 +1,7 @@
 # ElasticJob developer entry points. `make help` lists them.
 # The two commands of the README: `make demo` (set up everything and run the example on the
-# local control plane) and `make test` (every test: unit, launcher, local cluster, images, e2e).
+# local control plane) and `make test` (every test: unit, launcher, local cluster, images, e2e on
+# the local control plane, then the e2e suite again on a kind cluster).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ BIN := $(abspath $(VENV))/bin
 PACKAGES := api/elasticjob_api operator/elasticjob_operator launcher/elasticjob_launcher localcluster/elasticjob_localcluster bench/elasticjob_bench
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup lint test unit generate demo cluster-up cluster-down k8s-binaries images e2e faults bench bench-quick clean
+.PHONY: help setup lint test test-local unit generate demo cluster-up cluster-down k8s-binaries images e2e faults bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,7 +27,11 @@ lint: setup ## ruff, mypy --strict on the packages and the tests, the import con
 	$(BIN)/mypy --strict $(PACKAGES) tests
 	$(BIN)/lint-imports
 
-test: setup ## every test; starts the local control plane, builds what it needs
+test: setup ## every test: test-local, then e2e-kind, one after the other (the README's test command; CI runs it)
+	$(MAKE) test-local
+	$(MAKE) e2e-kind
+
+test-local: setup ## every pytest test; starts the local control plane, builds what it needs (no kind)
 	$(BIN)/pytest
 
 unit: setup ## the fast tests only (no cluster, no docker)

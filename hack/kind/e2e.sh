@@ -89,6 +89,18 @@ trap cleanup EXIT
 if kind get clusters 2>/dev/null | grep -qx "$name"; then
   log "a kind cluster named $name exists already; delete it first (make kind-down)"; exit 1
 fi
+# Disk, checked before anything is made: at the peak (the last worker loading) the archive, two
+# workers' unpacked copies and the loading worker's blobs + snapshot, about 5 x the image's size.
+size=$("$docker" image inspect -f '{{.Size}}' "$training_image")
+need=$(( 5 * size + (2 << 30) ))
+for dir in /var/lib/docker "$cache/kind"; do
+  free=$(df --output=avail -B1 "$dir" | tail -1)
+  if [ "$free" -lt "$need" ]; then
+    log "not enough disk under $dir: $(( free >> 30 )) GiB free, $(( need >> 30 )) GiB needed" \
+      "(5 x the $(( size >> 20 )) MiB training image + 2 GiB); free some (docker image prune, old clones)"
+    exit 1
+  fi
+done
 # the training image's archive is written while the cluster comes up
 tar=$(mktemp "$cache/kind/e2e-image.XXXXXX")
 "$docker" save -o "$tar" "$training_image" &
@@ -137,17 +149,11 @@ gpus='{"nvidia.com/gpu": "2"}'
 kubectl --kubeconfig "$kubeconfig" patch node node-3 --subresource=status --type=merge \
   -p "{\"status\": {\"capacity\": $gpus, \"allocatable\": $gpus}}" >&2
 
-# Workaround, to drop once a kind run confirms the image fix (ENV USER in the Dockerfile's operator
-# stage, not yet run on kind): in its image the operator runs as
-# uid 65532, which has no passwd entry, and kopf's default identity (getpass.getuser()) raises
-# KeyError at start unless USER/LOGNAME is set. The local control plane runs the operator as a
-# host process with USER set, so only a real cluster shows it.
-helm_args=${ELASTICJOB_E2E_HELM_ARGS-"--set extraEnv[0].name=USER --set extraEnv[0].value=elasticjob-operator"}
-log "running the e2e suite (helm args: $helm_args)"
+log "running the e2e suite${ELASTICJOB_E2E_HELM_ARGS:+ (extra helm args: $ELASTICJOB_E2E_HELM_ARGS)}"
 cd "$root"
 umask 0000
 rc=0
-ELASTICJOB_E2E_KUBECONFIG=$kubeconfig ELASTICJOB_E2E_KIND=$name ELASTICJOB_E2E_HELM_ARGS=$helm_args \
+ELASTICJOB_E2E_KUBECONFIG=$kubeconfig ELASTICJOB_E2E_KIND=$name \
   "$pytest" tests/e2e --basetemp="$shared/pytest" "$@" || rc=$?
 t4=$(date +%s)
 log "images $(( t1 - t0 ))s, cluster up $(( t2 - t1 ))s, kind load $(( t3 - t2 ))s, suite $(( t4 - t3 ))s; total $(( t4 - t0 ))s"
