@@ -16,6 +16,17 @@ import pytest
 from tests.e2e.helpers import REPO, Kube
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every `kind` mark says in one line why a real kubelet changes that test's outcome."""
+    for item in items:
+        for mark in item.iter_markers("kind"):
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason")
+            if not isinstance(reason, str) or not reason.strip() or "\n" in reason:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.kind needs a one-line reason")
+            if item.get_closest_marker("e2e") is None:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.kind is for e2e tests")
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[object]:
     from elasticjob_localcluster.cluster import Cluster

@@ -233,9 +233,7 @@ class Cluster:
     def leftovers(self) -> list[str]:
         """What a stopped cluster left behind (should be nothing)."""
         found = [f"process {p}" for p in procs.running(self.state)]
-        found += [f"netns {n}" for n in network.list_netns()]
-        if subprocess.run(["ip", "link", "show", network.BRIDGE], capture_output=True, check=False).returncode == 0:
-            found.append(f"bridge {network.BRIDGE}")
+        found += network.leftovers()
         with open("/proc/self/mountinfo") as f:
             found += [f"mount {line.split()[4]}" for line in f if str(self.state) in line or "/run/netns/ej-" in line]
         return found

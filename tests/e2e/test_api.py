@@ -103,6 +103,7 @@ def test_deleting_a_job_removes_what_it_owns(operator: Kube, namespace: str) -> 
     wait_for(gone, 120, "the garbage collector to remove the job's objects", lambda: operator.story(namespace))
 
 
+@pytest.mark.kind("the service-account token is projected into the container by a real kubelet")
 def test_job_credentials_may_patch_only_their_own_job(operator: Kube, namespace: str, tmp_path: Path) -> None:
     for name in ("mine", "other"):
         operator.apply(job_manifests(name, replicas=1, steps=100000, step_sleep=0.05), namespace)
@@ -132,6 +133,7 @@ def test_job_credentials_may_patch_only_their_own_job(operator: Kube, namespace:
     assert spec_patch.returncode != 0 and "forbidden" in spec_patch.stderr.lower()
 
 
+@pytest.mark.kind("runAsNonRoot and the read-only root filesystem are enforced by a real kubelet and runc")
 def test_operator_runs_in_a_restricted_namespace(operator: Kube) -> None:
     ns = operator.json("get", "namespace", OPERATOR_NS)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

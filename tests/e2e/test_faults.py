@@ -93,6 +93,7 @@ def test_scale_down_drains_and_training_goes_on(operator: Kube, namespace: str) 
     assert "ScalingDown" in reasons
 
 
+@pytest.mark.kind("pod termination: SIGTERM, the grace period and the final status come from a real kubelet")
 def test_deleted_worker_pod_is_replaced(operator: Kube, namespace: str) -> None:
     start(operator, namespace, "lost", replicas=2)
     operator.run("delete", "pod", "lost-worker-1", "-n", namespace, "--wait=false")
@@ -102,6 +103,7 @@ def test_deleted_worker_pod_is_replaced(operator: Kube, namespace: str) -> None:
     assert st["replacements"] == 1
 
 
+@pytest.mark.kind("the store's startup and readiness probes are run by a real kubelet")
 def test_lost_store_is_recreated_and_agents_rejoin(operator: Kube, namespace: str) -> None:
     start(operator, namespace, "store", replicas=2)
     operator.run("delete", "pod", "store-rdzv-g1", "-n", namespace, "--grace-period=0", "--force", "--wait=false")
@@ -127,6 +129,7 @@ def test_killed_worker_process_restarts_the_group(operator: Kube, namespace: str
     assert "WorkerGroupRestarted" in reasons
 
 
+@pytest.mark.kind("node loss through the container runtime: the node's container is killed")
 def test_lost_node_pods_are_replaced_on_other_nodes(operator: Kube, namespace: str) -> None:
     # minReplicas 2: the survivor cannot finish alone, so the replacement must join
     start(operator, namespace, "node", replicas=2, min_replicas=2, spread=True)

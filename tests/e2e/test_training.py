@@ -23,6 +23,7 @@ def final_result(kube: Kube, namespace: str, job: str) -> dict[str, object]:
     raise AssertionError(f"no worker reported a result\n{kube.story(namespace)}")
 
 
+@pytest.mark.kind("image contents: the training image from the Dockerfile runs the CPU example in containerd")
 def test_cpu_example_succeeds(operator: Kube, namespace: str) -> None:
     operator.apply(example("mnist-cpu.yaml"), namespace)
     wait_for(lambda: phase(operator, "mnist", namespace) in ("Succeeded", "Failed"), 300, "mnist to finish",
@@ -41,6 +42,7 @@ def test_cpu_example_succeeds(operator: Kube, namespace: str) -> None:
     assert "Succeeded" in reasons
 
 
+@pytest.mark.kind("the exit code and termination message are the kubelet's, from a real container")
 def test_user_error_fails_the_job_with_its_class(operator: Kube, namespace: str) -> None:
     operator.apply(job_manifests("broken", replicas=1, command=["python", "-c", "raise SystemExit('boom')"],
                                  spec={"maxRestarts": 1, "cleanPodPolicy": "None"}), namespace)  # fmt: skip

@@ -2,7 +2,8 @@
 
 hack/docker/build-images.sh does the work (dockerd from Debian's docker.io, a debootstrap base
 image, the classic builder) and its own checks: no torch in the operator image, the operator's
---help as a non-root user on a read-only root filesystem, a 2-process job in the training image.
+--help as a non-root user on a read-only root filesystem, a 2-process job in the training image,
+and the CPU example in the CI-only trimmed training image (its build runs it).
 """
 
 from __future__ import annotations
@@ -20,4 +21,6 @@ def test_images_build_and_run() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "rank 0/2: all-reduce ok (3)" in result.stdout
     assert "rank 1/2: all-reduce ok (3)" in result.stdout
-    assert "built elasticjob-operator:dev" in result.stdout and "built elasticjob-training:dev" in result.stdout
+    for image in ("elasticjob-operator:dev", "elasticjob-training:dev", "elasticjob-training:ci"):
+        assert f"built {image}" in result.stdout
+    assert "cpu-trim: the CPU example succeeded" in result.stderr

@@ -27,16 +27,24 @@ def ns(kube: Kube, local_cluster: Any) -> Any:
     kube.run("delete", "namespace", name, "--wait=false", check=False)
 
 
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
 @pytest.fixture
 def forward_drop() -> Iterator[None]:
-    """A host firewall that drops forwarded traffic (docker's FORWARD policy), set after start-up."""
+    """What dockerd does to the host when it starts, done after the cluster started: the FORWARD
+    policy DROP and the global switch that sends every bridge's frames through iptables. iptables
+    is installed here if missing, as Docker's install would (so the cluster came up without it)."""
     if shutil.which("iptables") is None:
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], check=True, capture_output=True)
     policy = subprocess.run(["iptables", "-S", "FORWARD"], check=True, capture_output=True, text=True).stdout
     was = "DROP" if "-P FORWARD DROP" in policy else "ACCEPT"
+    switch_was = BRIDGE_NF.read_text().strip()
     subprocess.run(["iptables", "-P", "FORWARD", "DROP"], check=True)
+    BRIDGE_NF.write_text("1")
     yield
+    BRIDGE_NF.write_text(switch_was)
     subprocess.run(["iptables", "-P", "FORWARD", was], check=True)
 
 
@@ -86,7 +94,7 @@ def test_pod_has_its_own_network_identity_and_credentials(kube: Kube, ns: str) -
 
 
 def test_service_name_resolves_to_the_ready_pod(kube: Kube, ns: str, forward_drop: None) -> None:
-    # pod to pod through the bridge, past a firewall that drops forwarded packets
+    # pod to pod, and host to pod (the readiness probe), past a firewall that appeared after start-up
     server = pod("web", "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
                  container={"readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}})  # fmt: skip
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
