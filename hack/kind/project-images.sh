@@ -13,7 +13,12 @@
 # Limits: needs git (outside a git work tree it always builds); the record lives in dockerd, so a
 # fresh dockerd builds again (Docker's layer cache, if any, makes that quick); image names are the
 # fixed ones of the examples and the chart.
+#   bash hack/kind/project-images.sh --rebuild   -> builds and checks whatever the record says, and
+#                                                   records the result (tests/images does this, so
+#                                                   the kind step of the same run builds nothing)
 set -euo pipefail
+rebuild=0
+[ "${1:-}" = --rebuild ] && rebuild=1
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 docker=/usr/bin/docker
@@ -41,7 +46,7 @@ fi
 record() { echo "${1%:*}:src-$key-${1##*:}"; }  # elasticjob-training:ci -> elasticjob-training:src-<key>-ci
 records=()
 for image in "${images[@]}"; do records+=("$(record "$image")"); done
-if [ -n "$key" ] && "$docker" image inspect "${records[@]}" >/dev/null 2>&1; then
+if [ "$rebuild" = 0 ] && [ -n "$key" ] && "$docker" image inspect "${records[@]}" >/dev/null 2>&1; then
   for image in "${images[@]}"; do "$docker" tag "$(record "$image")" "$image"; done
   log "images are current (key $key)"
 else

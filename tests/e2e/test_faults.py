@@ -5,6 +5,14 @@ must fail (backoffLimit, cleanPodPolicy).
 Each test trains the example script (checkpointing every 20 steps) and checks the script's own
 final result; after a fault the ranks must resume from a checkpoint (a start step above 0 in the
 logs), so nothing is lost beyond the last checkpoint.
+
+How long each one trains is what these tests cost (at world size 4 on 2 cores a step takes about
+0.16 s, at 6 about 0.24 s). STEPS is enough where the fault lands before step 50 or stops the
+training until it is repaired. RUNWAY_STEPS is for the tests whose change (a pod joining) must
+land while training still runs: a join was seen 4 to 7 s after the change, and 300 steps give
+at least 3 times that even at world size 2 (0.07 s a step). Those jobs start below maxReplicas, so
+their first round would wait out the default 15 s last call for agents that never come; they set
+it to 3 s (LAST_CALL), which changes no assertion.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from .helpers import Kube, job_manifests, phase, wait_for
 from .test_training import final_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-STEPS = 500
+STEPS = 200
+RUNWAY_STEPS = 300
+LAST_CALL = {"rendezvous": {"lastCallTimeoutSeconds": 3}}
 
 
 def status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
@@ -28,8 +38,8 @@ def status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
     return found
 
 
-def start(kube: Kube, namespace: str, name: str, **kw: Any) -> None:
-    kube.apply(job_manifests(name, steps=STEPS, step_sleep=0.05, **kw), namespace)
+def start(kube: Kube, namespace: str, name: str, steps: int = STEPS, **kw: Any) -> None:
+    kube.apply(job_manifests(name, steps=steps, step_sleep=0.05, **kw), namespace)
     wait_for(lambda: status(kube, name, namespace).get("rendezvous", {}).get("worldSize"), 180,
              f"{name} to train", lambda: kube.story(namespace))  # fmt: skip
 
@@ -63,22 +73,22 @@ def live_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
-def finish(kube: Kube, namespace: str, name: str, world: int) -> dict[str, Any]:
+def finish(kube: Kube, namespace: str, name: str, world: int, steps: int = STEPS) -> dict[str, Any]:
     wait_for(lambda: phase(kube, name, namespace) in ("Succeeded", "Failed"), 400, f"{name} to finish",
              lambda: kube.story(namespace))  # fmt: skip
     st = status(kube, name, namespace)
     assert st["phase"] == "Succeeded", kube.story(namespace)
     result = final_result(kube, namespace, name)
-    assert result["ok"] is True and result["steps"] == STEPS and result["worldSize"] == world
+    assert result["ok"] is True and result["steps"] == steps and result["worldSize"] == world
     return st
 
 
 def test_scale_up_mid_training(operator: Kube, namespace: str) -> None:
-    start(operator, namespace, "up", replicas=2, max_replicas=3)
+    start(operator, namespace, "up", RUNWAY_STEPS, replicas=2, max_replicas=3, spec=LAST_CALL)
     operator.run("scale", "ej", "up", "-n", namespace, "--replicas=3")
     wait_for(lambda: status(operator, "up", namespace).get("rendezvous", {}).get("worldSize") == 6, 180,
              "world size 6", lambda: operator.story(namespace))  # fmt: skip
-    st = finish(operator, namespace, "up", 6)
+    st = finish(operator, namespace, "up", 6, RUNWAY_STEPS)
     assert st["restarts"]["total"] == 0  # a membership change is not a restart
 
 
@@ -182,7 +192,7 @@ def test_lost_gpu_node_waits_for_capacity_then_completes(operator: Kube, namespa
 
 
 def test_operator_restart_mid_scale_up_converges(operator: Kube, namespace: str) -> None:
-    start(operator, namespace, "opr", replicas=1, max_replicas=3)
+    start(operator, namespace, "opr", RUNWAY_STEPS, replicas=1, max_replicas=3, spec=LAST_CALL)
     operator.run("scale", "ej", "opr", "-n", namespace, "--replicas=3")
     wait_for(lambda: operator.get("pod", "opr-worker-2", namespace), 60, "the scale-up to begin",
              lambda: operator.story(namespace))  # fmt: skip
@@ -198,7 +208,7 @@ def test_operator_restart_mid_scale_up_converges(operator: Kube, namespace: str)
     assert all(p["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"] for p in pods)
     all_pods = operator.json("get", "pods", "-n", namespace)["items"]
     assert len(all_pods) == len(pods), "no orphaned or duplicate pods"
-    st = finish(operator, namespace, "opr", 6)
+    st = finish(operator, namespace, "opr", 6, RUNWAY_STEPS)
     assert st["restarts"]["total"] == 0
     operator.run("rollout", "status", "deployment", "-n", OPERATOR_NS, "--timeout=120s")
 
@@ -226,7 +236,7 @@ def test_partial_capacity_starts_with_what_fits_and_grows(operator: Kube, namesp
     operator.apply([blocker], namespace)
     wait_for(lambda: (operator.get("pod", "blocker", namespace) or {}).get("status", {}).get("phase") == "Running",
              60, "the blocker pod to hold a GPU", lambda: operator.story(namespace))  # fmt: skip
-    start(operator, namespace, "part", replicas=2, min_replicas=1, gpus=1)
+    start(operator, namespace, "part", RUNWAY_STEPS, replicas=2, min_replicas=1, gpus=1, spec=LAST_CALL)
     assert status(operator, "part", namespace)["rendezvous"]["worldSize"] == 2  # 1 pod x nprocPerNode 2
     running = wait_for(lambda: condition(operator, "part", namespace, "Running"), 60, "part to run",
                        lambda: operator.story(namespace))  # fmt: skip
@@ -234,4 +244,4 @@ def test_partial_capacity_starts_with_what_fits_and_grows(operator: Kube, namesp
     operator.run("delete", "pod", "blocker", "-n", namespace, "--wait=false")
     wait_for(lambda: status(operator, "part", namespace).get("rendezvous", {}).get("worldSize") == 4, 180,
              "world size 4", lambda: operator.story(namespace))  # fmt: skip
-    finish(operator, namespace, "part", 4)
+    finish(operator, namespace, "part", 4, RUNWAY_STEPS)
