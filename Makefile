@@ -1,7 +1,7 @@
 # ElasticJob developer entry points. `make help` lists them.
 # The two commands of the README: `make demo` (set up everything and run the example on the
 # local control plane) and `make test` (every test: unit, launcher, local cluster, images, e2e on
-# the local control plane, then the e2e suite again on a kind cluster).
+# the local control plane, then the e2e tests marked `kind` again on a kind cluster).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -87,5 +87,5 @@ kind-down: ## delete the kind cluster made by kind-up
 	bash hack/kind/down.sh
 
 .PHONY: e2e-kind
-e2e-kind: setup ## tests/e2e on a fresh kind cluster with the project's images, deleted after (PYTEST_ARGS=...)
+e2e-kind: setup ## the e2e tests marked kind on a fresh kind cluster with the project's images, deleted after (PYTEST_ARGS=...)
 	PYTEST=$(BIN)/pytest bash hack/kind/e2e.sh $(PYTEST_ARGS)

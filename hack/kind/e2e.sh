@@ -96,7 +96,7 @@ if kind get clusters 2>/dev/null | grep -qx "$name"; then
 fi
 # Disk, checked before anything is made. At the peak (the last worker loading): the archive, two
 # workers' unpacked copies, the loading worker's blobs + snapshot, and the 4 nodes themselves;
-# measured 39 GB with the 5.8 GB image (2026-11-30), so 7 x the image's size.
+# measured 39 GB with the 5.8 GB image (2026-11-30), so 7 x the size of the image loaded.
 size=$("$docker" image inspect -f '{{.Size}}' "$training_image")
 need=$(( 7 * size ))
 for dir in /var/lib/docker "$cache/kind"; do
