@@ -18,6 +18,11 @@ differs from `torch.distributed.launcher.api.launch_agent` and why:
   Only a finished run (success, or the budget spent) closes the rendezvous. A restart for nodes
   waiting to join marks the round the same way first, so peers whose workers fail on the broken
   collective do not count it as a fault.
+* **A job that ended elsewhere.** torch's agents notice a closed rendezvous only at their next
+  round, so when one node's group fails with the budget spent, the others' workers wait in their
+  collectives (or in `init_process_group`, for a rank that crashed before it) until the backend's
+  timeout, 30 minutes by default. Here a running agent reads the closed flag at most once a
+  second (`CLOSED_CHECK_INTERVAL`, one store read) and stops its workers with `JobEnded`.
 * **Store loss.** If the store stops answering, workers are stopped and the caller waits for the
   store to come back; a new store generation means a new rendezvous id.
 
@@ -45,6 +50,16 @@ log = logging.getLogger(__name__)
 
 class StoreLost(RuntimeError):
     """The rendezvous store stopped answering while workers ran."""
+
+
+class JobEnded(RuntimeError):
+    """The rendezvous was closed while this node's workers ran: another node's group failed and
+    spent the job-wide restart budget (a finished job closes it only after every agent's exit
+    barrier, so never while workers run)."""
+
+
+#: seconds between two reads of the rendezvous' closed flag while workers run
+CLOSED_CHECK_INTERVAL = 1.0
 
 
 class JobCounters:
@@ -119,6 +134,7 @@ class ElasticJobAgent(LocalElasticAgent):
         self.hooks = hooks
         self.round = 0
         self.drained = False
+        self._closed_checked_at = 0.0
 
     def stderr_tail(self, local_rank: int, limit: int = 2048) -> str:
         """The end of a worker's stderr log, when it is teed or redirected to a file (--tee/--redirects 2)."""
@@ -129,6 +145,13 @@ class ElasticJobAgent(LocalElasticAgent):
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - limit))
             return f.read().decode(errors="replace")
+
+    def _job_ended(self, spec: Any) -> bool:
+        now = time.monotonic()
+        if now - self._closed_checked_at < CLOSED_CHECK_INTERVAL:
+            return False
+        self._closed_checked_at = now
+        return bool(spec.rdzv_handler.is_closed())
 
     def _rendezvous(self, worker_group: WorkerGroup) -> None:
         super()._rendezvous(worker_group)
@@ -179,8 +202,14 @@ class ElasticJobAgent(LocalElasticAgent):
                             # the round ends by design: marked before this agent stops its workers, so
                             # a peer whose workers fail on the broken collective does not count a fault
                             self.counters.mark_drain(self.round)
+                        ended = self._job_ended(spec)
                     except (RendezvousConnectionError, RendezvousStateError, RuntimeError) as exc:
                         raise StoreLost(str(exc)) from exc
+                    if ended:
+                        log.error("the rendezvous was closed: the job failed on another node; stopping the workers")
+                        self._stop_workers(group)
+                        group.state = WorkerState.FAILED
+                        raise JobEnded("the job failed on another node (its restart budget is spent)")
                     if waiting > 0 or drained:
                         why = "an agent was drained" if drained else f"{waiting} agents waiting to join"
                         log.info("%s; starting round %d+1", why, self.round)

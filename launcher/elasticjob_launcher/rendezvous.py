@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from torch.distributed import DistStoreError, PrefixStore, Store
@@ -48,9 +49,6 @@ from torch.distributed.elastic.rendezvous import (
 from torch.distributed.elastic.rendezvous import (
     rendezvous_handler_registry as handler_registry,
 )
-
-from elasticjob_launcher.config import split_endpoint
-from elasticjob_launcher.store import connect
 
 BACKEND = "elasticjob"
 _TOO_FEW = "-"  # a member list meaning: fewer than min_nodes were alive at the seal, start over
@@ -268,6 +266,10 @@ class StoreRendezvousHandler(RendezvousHandler):
 
 def create_handler(params: RendezvousParameters) -> StoreRendezvousHandler:
     """torch's handler-registry signature: `--rdzv-endpoint HOST:PORT` must be a running store."""
+    # imported here: torch's registry loads this module (entry points) while torch itself is importing
+    from elasticjob_launcher.config import split_endpoint
+    from elasticjob_launcher.store import connect
+
     if not params.endpoint or ":" not in params.endpoint:
         raise ValueError(f"the {BACKEND} rendezvous needs --rdzv-endpoint HOST:PORT, got {params.endpoint!r}")
     host, port = split_endpoint(params.endpoint)
@@ -285,6 +287,11 @@ def create_handler(params: RendezvousParameters) -> StoreRendezvousHandler:
         keep_alive_max_attempt=int(params.get("keep_alive_max_attempt", 3)),
         heartbeat_timeout=float(params.get("heartbeat_timeout")) if params.get("heartbeat_timeout") else None,
     )
+
+
+def torchrun_handler() -> Callable[[RendezvousParameters], RendezvousHandler]:
+    """The `torchrun.handlers` entry point: stock torchrun loads the backend through it."""
+    return create_handler
 
 
 def register() -> None:

@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from elasticjob_api.models import API_VERSION, PLURAL, FailureClass, LastFailure, WorkerReport
+
 log = logging.getLogger(__name__)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -47,7 +49,7 @@ class Target:
 
     @property
     def url(self) -> str:
-        return f"{self.api}/apis/elasticjob.io/v1alpha1/namespaces/{self.namespace}/elasticjobs/{self.job}/status"
+        return f"{self.api}/apis/{API_VERSION}/namespaces/{self.namespace}/{PLURAL}/{self.job}/status"
 
 
 def target_from_env(env: Mapping[str, str] = os.environ, sa_dir: Path = SA_DIR) -> tuple[Target | None, str]:
@@ -75,29 +77,57 @@ def worker_entry(
     failure: dict[str, Any] | None = None,
     time: str | None = None,
 ) -> dict[str, Any]:
-    """The status entry of one worker pod (camelCase, as the CRD's status schema has it)."""
-    entry: dict[str, Any] = {
-        "restarts": restarts,
-        "round": round_,
-        "worldSize": world_size,
-        "nodeRank": node_rank,
-        "binding": binding,
-        "updateTime": time or now(),
-    }
-    if failure is not None:
-        entry["lastFailure"] = failure
+    """The status entry of one worker pod, written through the API's `WorkerReport` model.
+
+    Unset fields are sent as null, which the merge patch turns into "remove" (a round without
+    pinning clears an old binding); `lastFailure` is left out unless given, so the newest failure
+    stays in the status across later rounds.
+    """
+    report = WorkerReport(
+        restarts=restarts,
+        round=round_,
+        world_size=world_size,
+        node_rank=node_rank,
+        binding=binding,
+        last_failure=LastFailure.model_validate(failure) if failure is not None else None,
+        update_time=time or now(),
+    )
+    entry = report.model_dump(by_alias=True, mode="json")
+    if failure is None:
+        del entry["lastFailure"]
     return entry
 
 
+#: traceback lines kept after the error in `lastFailure.message`
+TRACEBACK_LINES = 6
+
+
+def failure_text(error: object) -> str:
+    """A worker's error as text: the error line, then the last lines of its traceback.
+
+    torchelastic's error file (written by `@record`) holds {"message": ..., "extraInfo":
+    {"py_callstack": ...}}; anything else (a stderr excerpt, a string) is returned as it is.
+    """
+    if not isinstance(error, dict):
+        return str(error)
+    message = str(error.get("message", "")).strip()
+    stack = str((error.get("extraInfo") or {}).get("py_callstack", "")).strip().splitlines()
+    if stack and stack[-1].strip() == message:
+        stack = stack[:-1]
+    tail = [line for line in stack[-TRACEBACK_LINES:] if line.strip()]
+    return "\n".join([message, *tail]) if tail else message
+
+
 def failure_entry(global_rank: int, exit_code: int, message: str, time: str | None = None) -> dict[str, Any]:
-    """`lastFailure`: negative exit codes are signals (torch reports -N for signal N)."""
-    return {
-        "globalRank": global_rank,
-        "exitCode": exit_code,
-        "failureClass": "Signal" if exit_code < 0 else "UserError",
-        "message": message[-MESSAGE_LIMIT:],
-        "time": time or now(),
-    }
+    """`lastFailure`, through the API's model: negative exit codes are signals (torch reports -N)."""
+    failure = LastFailure(
+        global_rank=global_rank,
+        exit_code=exit_code,
+        failure_class=(FailureClass.SIGNAL if exit_code < 0 else FailureClass.USER_ERROR).value,
+        message=message[-MESSAGE_LIMIT:],
+        time=time or now(),
+    )
+    return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def patch_body(pod: str, entry: dict[str, Any]) -> dict[str, Any]:

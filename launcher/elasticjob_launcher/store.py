@@ -58,7 +58,7 @@ def read_generation(store: Store) -> int:
         return 0
 
 
-def _tcp_answers(host: str, port: int) -> str | None:
+def tcp_answers(host: str, port: int) -> str | None:
     """None when a TCP connection to host:port succeeds, else why not."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -81,7 +81,7 @@ def wait_for_store(host: str, port: int, timeout: float, log_every: float = 5.0)
     deadline = time.monotonic() + timeout
     last_log = 0.0
     while True:
-        reason = _tcp_answers(host, port)
+        reason = tcp_answers(host, port)
         if reason is None:
             try:
                 return connect(host, port, timeout=min(30.0, max(1.0, deadline - time.monotonic())))

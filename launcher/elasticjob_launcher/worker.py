@@ -30,7 +30,9 @@ import multiprocessing
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from multiprocessing import forkserver
+from typing import Any
 
 #: imported once by the forkserver, before any worker forks from it (this module records its environment)
 PRELOAD = ("torch", "torch.distributed", "torch.distributed.elastic.multiprocessing", __name__)
@@ -61,9 +63,28 @@ class _FailureWithoutTraceback(logging.Filter):
         return True
 
 
+def _forget_inherited_forkserver() -> None:
+    """A process forked from one that ran a forkserver inherits its handle, but is not its parent
+    (`ensure_running` would fail on `waitpid`): forget the handle, so this process starts its own.
+    Reads the stdlib's private singleton (CPython 3.11-3.13), the only place that state lives."""
+    server: Any = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        alive = getattr(server, "_forkserver_alive_fd", None)
+        if alive is not None:
+            with contextlib.suppress(OSError):
+                os.close(alive)
+        server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+
+
 def warm_up() -> None:
     """Start the forkserver (and its imports) now, so the first round's workers fork at once."""
     multiprocessing.set_forkserver_preload(list(PRELOAD))
+    _forget_inherited_forkserver()
     forkserver.ensure_running()
     failures = logging.getLogger(_FAILURE_LOGGER)
     if not any(isinstance(f, _FailureWithoutTraceback) for f in failures.filters):
@@ -107,6 +128,18 @@ def _set_process_name(name: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
 
 
+def run_script_path(script: str, *args: str) -> None:
+    """torchrun's --run-path: the script runs with runpy in the worker's interpreter."""
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+
+
+def run_pinned(plan: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """A function entrypoint's worker, pinned first: returns what `fn(*args)` returns."""
+    _apply_binding(plan)
+    return fn(*args)
+
+
 def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) -> None:
     """The worker's entrypoint in a forked process: run `target` as its `__main__`.
 
@@ -115,6 +148,7 @@ def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) ->
     it would under python.
     """
     _restore_environment(agent_env)
+    os.environ.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)  # the agent's own switch (launch.py)
     _set_process_name(process_name(os.environ.get("LOCAL_RANK", "0")))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # python -u

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,50 @@ def test_unreachable_api_warns_once_and_returns(tmp_path: Path, caplog: pytest.L
     warnings = [rec for rec in caplog.records if "status report" in rec.message]
     assert len(warnings) == 1
     assert r.sent == 0
+
+
+def test_a_recorded_error_is_reported_as_text() -> None:
+    """torchelastic's error-file dict becomes the error line and the traceback's last lines, not a repr."""
+    stack = "Traceback (most recent call last):\n" + "".join(
+        f'  File "t.py", line {n}, in f{n}\n    g()\n' for n in range(5)
+    )
+    error = {
+        "message": "ValueError: broke",
+        "extraInfo": {"py_callstack": stack + "ValueError: broke\n", "timestamp": "1"},
+    }
+    text = reporter.failure_text(error)
+    assert text.splitlines()[0] == "ValueError: broke"
+    assert text.splitlines()[1:] == stack.strip().splitlines()[-reporter.TRACEBACK_LINES :]
+    assert "{" not in text and "extraInfo" not in text
+    assert reporter.failure_text("plain stderr") == "plain stderr"
+
+
+class _Recording(reporter.Reporter):
+    """A sink that keeps what the launcher reports instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "recording")
+        self.entries: list[dict[str, object]] = []
+
+    def report(self, entry: dict[str, object]) -> None:
+        self.entries.append(entry)
+
+
+def test_a_real_launch_report_round_trips_through_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a launch reports parses as the API's WorkerReport with no field dropped (it ignores unknown ones)."""
+    from elasticjob_api.models import WorkerReport
+    from elasticjob_launcher.api import LaunchConfig
+    from elasticjob_launcher.launch import launch_agent
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("FAIL_ONCE_RANK", "1")
+    sink = _Recording()
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, standalone=True, max_restarts=1)
+    launch_agent(config, sys.executable, ["-u", str(Path(__file__).with_name("train_check.py"))], sink=sink)
+    assert [e["restarts"] for e in sink.entries] == [0, 1, 1]  # round 1, its failure, round 2
+    failure = sink.entries[1]["lastFailure"]
+    assert isinstance(failure, dict) and failure["exitCode"] == 7 and failure["globalRank"] == 1
+    aliases = {f.alias or name for name, f in WorkerReport.model_fields.items()}
+    for entry in sink.entries:
+        assert set(entry) <= aliases
+        assert WorkerReport.model_validate(entry).model_dump(by_alias=True, mode="json", exclude_unset=True) == entry

@@ -25,7 +25,7 @@ def test_script_runs_as_main_with_its_arguments(
     monkeypatch.chdir(HERE)  # -m finds the module in the working directory, as python -m does
     target = ["-m", "worker_probe"] if module else [str(HERE / "worker_probe.py")]
     argv = ["--standalone", "--nproc-per-node", "2", "--worker-start", start, *target, "--lr", "0.1"]
-    assert cli.main(argv) == ExitCode.SUCCESS
+    assert cli.entry(argv) == ExitCode.SUCCESS
     for rank, probe in enumerate(probes(tmp_path, 2)):
         assert probe["name"] == "__main__"
         # a preloaded worker is named for its local rank (tests/e2e/helpers.py finds it by that)
@@ -46,7 +46,7 @@ def test_exit_code_of_the_script_is_the_workers(
     monkeypatch.setenv("EXIT_RANK", "1")
     monkeypatch.setenv("EXIT_CODE", "5")
     argv = ["--standalone", "--nproc-per-node", "2", "--worker-start", start, str(HERE / "worker_probe.py")]
-    assert cli.main(argv) == ExitCode.USER_ERROR
+    assert cli.entry(argv) == ExitCode.USER_ERROR
     assert "rank 1 failed with exit code 5" in caplog.text
     # the failure is logged without a traceback: formatting one makes torch import torch._dynamo,
     # seconds on a busy node right on the recovery path (worker.py)
