@@ -37,11 +37,12 @@ test-local: setup ## every pytest test; starts the local control plane, builds w
 unit: setup ## the fast tests only (no cluster, no docker)
 	$(BIN)/pytest tests/unit
 
-generate: setup ## regenerate the CRD, the API reference, the examples and manifests/install.yaml
+generate: setup ## regenerate the CRD, the API reference, the examples, manifests/install.yaml and the chart README
 	$(BIN)/python -m elasticjob_api.crd
 	$(BIN)/python -m elasticjob_api.apidoc
 	$(BIN)/python hack/render_examples.py
 	bash hack/render-install.sh
+	$(BIN)/python hack/chart_readme.py
 
 k8s-binaries: ## build (or reuse) kube-apiserver, etcd, kubectl, helm... cached by version
 	bash hack/k8s/ensure.sh

@@ -66,9 +66,9 @@ def _job(name: str, *, replicas: int, nproc: int | str, image: str, backend: str
 def render() -> dict[str, str]:
     script = (EXAMPLES / "train_cpu.py").read_text()
     docs = {
-        "mnist-cpu.yaml": [
-            _configmap("mnist-script", script),
-            _job("mnist", replicas=2, nproc=2, image="elasticjob-training:dev", backend="gloo"),
+        "synthetic-cpu.yaml": [
+            _configmap("synthetic-script", script),
+            _job("synthetic", replicas=2, nproc=2, image="elasticjob-training:dev", backend="gloo"),
         ],
         "gpu.yaml": [
             _configmap("gpu-example-script", script),

@@ -12,6 +12,7 @@ command, args and resources); everything else in the pod template is preserved a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,17 @@ PLURAL = "elasticjobs"
 SINGULAR = "elasticjob"
 SHORT_NAMES = ["ej"]
 TRAINER_CONTAINER = "trainer"
+#: Kubeflow's PyTorchJob requires its container to be named `pytorch`: accepted when no `trainer` exists
+PYTORCHJOB_CONTAINER = "pytorch"
+TRAINER_CONTAINERS = (TRAINER_CONTAINER, PYTORCHJOB_CONTAINER)
+
+
+def trainer_name(names: Iterable[str]) -> str | None:
+    """The trainer among a pod's container names: `trainer`, else `pytorch`, else None."""
+    present = set(names)
+    return next((name for name in TRAINER_CONTAINERS if name in present), None)
+
+
 DEFAULT_RDZV_PORT = 29400
 
 
@@ -74,8 +86,18 @@ class FailureClass(StrEnum):
 
 
 class FailureAction(StrEnum):
+    """What a failed worker pod costs: Retry (replace it, counted against backoffLimit), Fail
+    (the job), or Ignore (replace it, not counted), as batch/v1's podFailurePolicy Count, FailJob
+    and Ignore."""
+
     RETRY = "Retry"
     FAIL = "Fail"
+    IGNORE = "Ignore"
+
+
+class ExitCodeOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
 
 
 class CleanPodPolicy(StrEnum):
@@ -113,11 +135,76 @@ class RendezvousSpec(_Model):
     ] = 30
 
 
-class FailureRule(_Model):
-    """Retry or fail on one failure class."""
+MSG_RULE_MATCH = "a failure rule needs exactly one of failureClass and onExitCodes"
+MSG_EXIT_ZERO = "onExitCodes with operator In cannot list 0 (a zero exit is not a failure)"
 
-    failure_class: FailureClass = Field(description="The class of failure this rule is for.")
-    action: FailureAction = Field(description="Retry (replace the pod) or Fail the job.")
+
+class ExitCodeRule(_Model):
+    """Exit codes a rule matches, in batch/v1 podFailurePolicy's shape. The code matched is the
+    trainer container's, except that for the launcher's 3 (the training script failed and the
+    job-wide restarts are spent) it is the failed worker process's own, from the launcher's report."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.operator != 'In' || !self.values.exists(v, v == 0)", "message": MSG_EXIT_ZERO}
+            ]
+        }
+    )
+
+    operator: ExitCodeOperator = Field(description="In: the code is one of values; NotIn: it is none of them.")
+    values: Annotated[
+        list[Annotated[int, Field(ge=0, le=255)]],
+        Field(
+            min_length=1,
+            max_length=255,
+            description="Exit codes (0 to 255, each once).",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ]
+
+    @model_validator(mode="after")
+    def _valid(self) -> ExitCodeRule:
+        if self.operator == ExitCodeOperator.IN and 0 in self.values:
+            raise ValueError(MSG_EXIT_ZERO)
+        if len(set(self.values)) != len(self.values):
+            raise ValueError("onExitCodes.values must not repeat a code")
+        return self
+
+    def matches(self, exit_code: int | None) -> bool:
+        if exit_code is None:
+            return False
+        return (exit_code in self.values) == (self.operator == ExitCodeOperator.IN)
+
+
+class FailureRule(_Model):
+    """What to do about one failure class, or about some exit codes; the first matching rule wins."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.failureClass) != has(self.onExitCodes)", "message": MSG_RULE_MATCH}
+            ]
+        }
+    )
+
+    failure_class: FailureClass | None = Field(default=None, description="The class of failure this rule is for.")
+    on_exit_codes: ExitCodeRule | None = Field(default=None, description="The exit codes this rule is for.")
+    action: FailureAction = Field(
+        description="Retry (replace the pod, counted against backoffLimit), Fail the job, or Ignore "
+        "(replace the pod, not counted)."
+    )
+
+    @model_validator(mode="after")
+    def _one_match(self) -> FailureRule:
+        if (self.failure_class is None) == (self.on_exit_codes is None):
+            raise ValueError(MSG_RULE_MATCH)
+        return self
+
+    def matches(self, failure_class: FailureClass, exit_code: int | None) -> bool:
+        if self.on_exit_codes is not None:
+            return self.on_exit_codes.matches(exit_code)
+        return self.failure_class == failure_class
 
 
 DEFAULT_FAILURE_ACTIONS: dict[FailureClass, FailureAction] = {
@@ -141,13 +228,15 @@ class FailurePolicy(_Model):
         list[FailureRule],
         Field(
             max_length=16,
-            description="Per failure class: Retry or Fail (defaults in docs/fault-tolerance.md).",
+            description="Per failure class or exit codes: Retry, Fail or Ignore; the first matching rule "
+            "wins, then the class's default (docs/fault-tolerance.md). Preempted or evicted pods "
+            "(condition DisruptionTarget) are never counted, whatever the rules.",
         ),
     ] = []
 
-    def action_for(self, failure_class: FailureClass) -> FailureAction:
+    def action_for(self, failure_class: FailureClass, exit_code: int | None = None) -> FailureAction:
         for rule in self.rules:
-            if rule.failure_class == failure_class:
+            if rule.matches(failure_class, exit_code):
                 return rule.action
         return DEFAULT_FAILURE_ACTIONS[failure_class]
 
@@ -161,7 +250,11 @@ class SchedulingSpec(_Model):
     ] = None
     gang: Annotated[
         bool,
-        Field(description="Create a PodGroup (Volcano or scheduler-plugins) with minMember = minReplicas."),
+        Field(
+            description="Schedule minReplicas workers all at once or none: a Workload for kube-scheduler (no "
+            "schedulerName, Kubernetes >= 1.35 with gang scheduling on), else a PodGroup for Volcano "
+            "(schedulerName volcano) or scheduler-plugins."
+        ),
     ] = False
 
 
@@ -182,20 +275,23 @@ class PodTemplate(_OpenModel):
 
     @model_validator(mode="after")
     def _has_trainer(self) -> PodTemplate:
-        if not any(c.name == TRAINER_CONTAINER for c in self.spec.containers):
+        if trainer_name(c.name for c in self.spec.containers) is None:
             raise ValueError(MSG_TRAINER)
         return self
 
     def trainer(self) -> Container:
-        return next(c for c in self.spec.containers if c.name == TRAINER_CONTAINER)
+        name = trainer_name(c.name for c in self.spec.containers)
+        return next(c for c in self.spec.containers if c.name == name)
 
 
 # Cross-field rules: (CEL expression, message). The pydantic validators below mirror them.
 MSG_MIN_MAX = "minReplicas must be less than or equal to maxReplicas"
 MSG_REPLICAS = "replicas must be between minReplicas and maxReplicas (set it, or scale, within that range)"
 MSG_NPROC = "nprocPerNode must be an integer >= 1 or the string 'auto'"
-MSG_TRAINER = "spec.template.spec.containers must include a container named 'trainer' that runs the training command"
-MSG_GANG_SCHEDULER = "scheduling.gang needs scheduling.schedulerName (e.g. volcano or scheduler-plugins-scheduler)"
+MSG_TRAINER = (
+    "spec.template.spec.containers must include a container named 'trainer' (or 'pytorch', as in a PyTorchJob) "
+    "that runs the training command"
+)
 
 SPEC_RULES: list[JsonValue] = [
     {"rule": "self.minReplicas <= self.maxReplicas", "message": MSG_MIN_MAX},
@@ -203,14 +299,12 @@ SPEC_RULES: list[JsonValue] = [
         "rule": "!has(self.replicas) || (self.replicas >= self.minReplicas && self.replicas <= self.maxReplicas)",
         "message": MSG_REPLICAS,
     },
-    {
-        "rule": "!has(self.scheduling) || !has(self.scheduling.gang) || !self.scheduling.gang "
-        "|| has(self.scheduling.schedulerName)",
-        "message": MSG_GANG_SCHEDULER,
-    },
 ]
 NPROC_RULE: JsonValue = {"rule": "type(self) == string ? self == 'auto' : self >= 1", "message": MSG_NPROC}
-TEMPLATE_SPEC_RULE = {"rule": "self.containers.exists(c, c.name == 'trainer')", "message": MSG_TRAINER}
+TEMPLATE_SPEC_RULE = {
+    "rule": "self.containers.exists(c, c.name == 'trainer' || c.name == 'pytorch')",
+    "message": MSG_TRAINER,
+}
 
 
 class ElasticJobSpec(_Model):
@@ -257,7 +351,9 @@ class ElasticJobSpec(_Model):
     ] = False
     template: Annotated[
         PodTemplate,
-        Field(description="The worker pod template; its container 'trainer' runs the training command."),
+        Field(
+            description="The worker pod template; its container 'trainer' (else 'pytorch') runs the training command."
+        ),
     ]
 
     @model_validator(mode="after")
@@ -268,8 +364,6 @@ class ElasticJobSpec(_Model):
             raise ValueError(MSG_REPLICAS)
         if isinstance(self.nproc_per_node, int) and self.nproc_per_node < 1:
             raise ValueError(MSG_NPROC)
-        if self.scheduling.gang and not self.scheduling.scheduler_name:
-            raise ValueError(MSG_GANG_SCHEDULER)
         return self
 
     @property

@@ -15,6 +15,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import asdict
@@ -34,6 +35,8 @@ DEFAULT_NODES = [
     NodeSpec("node-3", cpu="8", memory="16Gi", gpus=2, labels={"elasticjob.io/gpu": "true"}),
     NodeSpec("sim-1", cpu="64", memory="256Gi", simulate=True),
 ]
+#: kube-scheduler's own gang scheduling (Workload API, alpha in 1.35), on the apiserver and the scheduler
+GANG_GATES = "GenericWorkload=true,GangScheduling=true"
 COMPONENTS = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
 
 
@@ -45,8 +48,18 @@ def k8s_bin_dir() -> Path:
     env = os.environ.get("ELASTICJOB_K8S_BIN")
     if env:
         return Path(env)
-    out = subprocess.run(["bash", str(REPO / "hack/k8s/ensure.sh")], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip())
+    # ensure.sh prints one line per component it builds (a new machine builds them once, about 12
+    # minutes on 2 cores, then reuses its cache): passed on to stderr with the time since the start
+    start = time.monotonic()
+    with subprocess.Popen(
+        ["bash", str(REPO / "hack/k8s/ensure.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        for line in proc.stderr or ():
+            print(f"[{time.monotonic() - start:4.0f}s] {line.rstrip()}", file=sys.stderr, flush=True)
+        out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out)
+    return Path(out.strip())
 
 
 def _kubeconfig(state: Path, name: str) -> Path:
@@ -163,7 +176,8 @@ class Cluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki}/sa.pub", f"--service-account-signing-key-file={pki}/sa.key",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--profiling=false",
-            "--event-ttl=1h", "--v=1",
+            "--event-ttl=1h", f"--feature-gates={GANG_GATES}", "--runtime-config=scheduling.k8s.io/v1alpha1=true",
+            "--v=1",
         ])  # fmt: skip
         self._wait("kube-apiserver", f"https://127.0.0.1:{API_PORT}/readyz")
         self._start("kube-controller-manager", [
@@ -178,7 +192,7 @@ class Cluster:
         self._start("kube-scheduler", [
             str(b / "kube-scheduler"), f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--bind-address=127.0.0.1", "--secure-port=10259",
-            "--leader-elect=false", "--profiling=false", "--v=1",
+            "--leader-elect=false", "--profiling=false", f"--feature-gates={GANG_GATES}", "--v=1",
         ])  # fmt: skip
         self._wait("kube-controller-manager", "https://127.0.0.1:10257/healthz")
         self._wait("kube-scheduler", "https://127.0.0.1:10259/healthz")

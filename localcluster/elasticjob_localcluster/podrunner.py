@@ -164,8 +164,10 @@ class PodRunner:
             elif "configMap" in vol:
                 path.mkdir(parents=True, exist_ok=True)
                 cm = self.core.read_namespaced_config_map(vol["configMap"]["name"], self.namespace)
+                mode = int(vol["configMap"].get("defaultMode", 0o644))  # the kubelet's default, 0644
                 for key, text in (cm.data or {}).items():
                     (path / key).write_text(text)
+                    (path / key).chmod(mode)
             elif "projected" in vol:
                 path.mkdir(parents=True, exist_ok=True)
                 self._projected(vol["projected"], path)

@@ -1,8 +1,8 @@
 """Pure builders: an ElasticJob in, the Kubernetes objects it should own out (plain dicts).
 
 Nothing here calls the API; `tests/unit/test_builders.py` compares the output with golden YAML
-files. Limits: the trainer container is found by name (`trainer`); other containers of the
-template are copied as they are (sidecars).
+files. Limits: the trainer container is found by name (`trainer`, else Kubeflow's `pytorch`);
+other containers of the template are copied as they are (sidecars).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import os
 import re
 from typing import Any
 
-from elasticjob_api.models import TRAINER_CONTAINER, Container, ElasticJob, PinningMode
+from elasticjob_api.models import GROUP, KIND, Container, ElasticJob, PinningMode
 
 from elasticjob_operator import naming
 
 LAUNCHER = "elasticjob-launch"
-RESPECTED_LAUNCHERS = frozenset({LAUNCHER, "torchrun"})
+TORCHRUN = "torchrun"
+TORCHRUN_MODULE = "torch.distributed.run"
 GPU_RESOURCE = "nvidia.com/gpu"
 STORE_RUN_AS_USER = 65532
 
@@ -63,28 +64,45 @@ def _python_target(tokens: list[str]) -> tuple[list[str], int] | None:
     return None
 
 
-def launcher_command(container: Container) -> tuple[list[str], list[str] | None]:
-    """The trainer's (command, args) run under the launcher, unless it already starts one.
+def _replace_head(
+    command: list[str], args: list[str] | None, count: int, head: list[str]
+) -> tuple[list[str], list[str] | None]:
+    """The first `count` tokens of command + args replaced by `head`, the rest left where it was."""
+    if count <= len(command):
+        return [*head, *command[count:]], args
+    return head, list(args or [])[count - len(command) :]
 
-    `python train.py ...` and `python -m pkg ...` become the launcher's script (its workers then
-    fork from a process that has imported torch, see the launcher's --worker-start); any other
-    command runs as is with `--no-python`.
+
+def launcher_command(container: Container) -> tuple[list[str], list[str] | None]:
+    """The trainer's (command, args), run under exactly one `elasticjob-launch` per pod.
+
+    * `elasticjob-launch ...` is left as it is;
+    * `torchrun ...` and `python -m torch.distributed.run ...` become `elasticjob-launch ...` with the
+      same flags (the launcher takes every torchrun flag);
+    * `python train.py ...` and `python -m pkg ...` become the launcher's script (its workers then
+      fork from a process that has imported torch, see the launcher's --worker-start);
+    * any other command (a shell wrapper, an entrypoint script) runs with `--no-python
+      --command-starts-agent auto`: as each worker, or, when it starts torchrun itself, once, with
+      `torchrun` resolving to the launcher (the launcher's hosted.py).
     """
     command = list(container.command or [])
-    if command and os.path.basename(command[0]) in RESPECTED_LAUNCHERS:
-        return command, container.args
     if not command and not container.args:
         raise BuildError(
             f"the 'trainer' container needs a command (e.g. [python, train.py]): the operator runs it under {LAUNCHER}"
         )
-    args = list(container.args or [])
-    found = _python_target(command + args)
+    tokens = command + list(container.args or [])
+    program = os.path.basename(tokens[0])
+    if program == LAUNCHER:
+        return command, container.args
+    if program == TORCHRUN:
+        return _replace_head(command, container.args, 1, [LAUNCHER])
+    found = _python_target(tokens)
     if found is None:
-        return [LAUNCHER, "--no-python", *command], container.args
+        return [LAUNCHER, "--no-python", "--command-starts-agent", "auto", *command], container.args
     target, end = found
-    if end <= len(command):  # the target is in the command: the args stay where they were
-        return [LAUNCHER, *target, *command[end:]], container.args
-    return [LAUNCHER, *target], args[end - len(command) :]
+    if target == ["-m", TORCHRUN_MODULE]:
+        return _replace_head(command, container.args, end, [LAUNCHER])
+    return _replace_head(command, container.args, end, [LAUNCHER, *target])
 
 
 def rdzv_conf(job: ElasticJob) -> str:
@@ -167,8 +185,9 @@ def build_worker_pod(job: ElasticJob, index: int) -> Manifest:
     annotations = dict(template_meta.get("annotations") or {})
     pod_spec: dict[str, Any] = copy.deepcopy(template["spec"])
     ours = {e["name"] for e in launcher_env(job)}
+    trainer = job.spec.template.trainer().name
     for container in pod_spec["containers"]:
-        if container["name"] != TRAINER_CONTAINER:
+        if container["name"] != trainer:
             continue
         command, args = launcher_command(job.spec.template.trainer())
         container["command"] = command
@@ -185,8 +204,11 @@ def build_worker_pod(job: ElasticJob, index: int) -> Manifest:
     _scheduling(job, pod_spec)
     if job.spec.scheduling.gang:
         group = pod_group_name(job)
-        annotations["scheduling.k8s.io/group-name"] = group
-        labels["scheduling.x-k8s.io/pod-group"] = group
+        if uses_workload_api(job):
+            pod_spec["workloadRef"] = {"name": group, "podGroup": WORKLOAD_POD_GROUP}
+        else:
+            annotations["scheduling.k8s.io/group-name"] = group
+            labels["scheduling.x-k8s.io/pod-group"] = group
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -213,7 +235,7 @@ def build_store_pod(job: ElasticJob, generation: int) -> Manifest:
     lands where that image is available; it needs no GPU.
     """
     template = job.spec.template.model_dump(by_alias=True, exclude_none=True)
-    trainer = next(c for c in template["spec"]["containers"] if c["name"] == TRAINER_CONTAINER)
+    trainer = next(c for c in template["spec"]["containers"] if c["name"] == job.spec.template.trainer().name)
     port = job.spec.rendezvous.port
     health = naming.STORE_HEALTH_PORT
     probe = {"httpGet": {"path": "/healthz", "port": health}, "periodSeconds": 2, "timeoutSeconds": 2}
@@ -322,18 +344,40 @@ def pod_group_name(job: ElasticJob) -> str:
     return f"{job.name}-workers"
 
 
+#: the one pod group of a job's Workload (Kubernetes' gang scheduling): its worker pods
+WORKLOAD_POD_GROUP = "workers"
+
+
+def uses_workload_api(job: ElasticJob) -> bool:
+    """Gang scheduling by kube-scheduler itself (Workload API, Kubernetes >= 1.35 with the
+    GenericWorkload and GangScheduling gates): no schedulerName, or `default-scheduler`."""
+    return job.spec.scheduling.scheduler_name in (None, "default-scheduler")
+
+
 def build_pod_group(job: ElasticJob) -> Manifest | None:
-    """A PodGroup for gang scheduling (Volcano for schedulerName `volcano`, else scheduler-plugins)."""
+    """The gang's group: a Workload (scheduling.k8s.io/v1alpha1) for kube-scheduler, a PodGroup for
+    Volcano (schedulerName `volcano`), else a scheduler-plugins PodGroup. minCount = minReplicas."""
     sched = job.spec.scheduling
     if not sched.gang:
         return None
+    metadata = _metadata(job, pod_group_name(job), naming.job_labels(job), {})
+    if uses_workload_api(job):
+        return {
+            "apiVersion": "scheduling.k8s.io/v1alpha1",
+            "kind": "Workload",
+            "metadata": metadata,
+            "spec": {
+                "controllerRef": {"apiGroup": GROUP, "kind": KIND, "name": job.name},
+                "podGroups": [{"name": WORKLOAD_POD_GROUP, "policy": {"gang": {"minCount": job.spec.min_replicas}}}],
+            },
+        }
     api_version = (
         "scheduling.volcano.sh/v1beta1" if sched.scheduler_name == "volcano" else "scheduling.x-k8s.io/v1alpha1"
     )
     return {
         "apiVersion": api_version,
         "kind": "PodGroup",
-        "metadata": _metadata(job, pod_group_name(job), naming.job_labels(job), {}),
+        "metadata": metadata,
         "spec": {"minMember": job.spec.min_replicas},
     }
 

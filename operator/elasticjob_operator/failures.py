@@ -11,6 +11,14 @@ The class, not the exit code alone, decides retry or fail (`FailurePolicy.action
 | StoreLost      | launcher exit 75 (store unreachable)                                     |
 | Timeout        | launcher exit 76 (rendezvous timeout) or reason DeadlineExceeded         |
 | Infrastructure | launcher exit 4 or 77 (agent failure, bad launcher configuration)         |
+
+A pod with the condition `DisruptionTarget` (scheduler preemption, an API eviction, the taint
+manager, kubelet's node-pressure eviction) was disrupted, not failed: `disruption()` names the
+cause, and the planner replaces such a pod without counting it, whatever its class.
+
+`failurePolicy.rules` may also match exit codes: the code they see (`Failure.rule_exit_code`) is
+the trainer container's, except the launcher's 3 (script failed, restarts spent), which stands
+for the failed worker process's own code when the pod's launcher reported it.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from elasticjob_api.exitcodes import ExitCode
-from elasticjob_api.models import TRAINER_CONTAINER, FailureClass
+from elasticjob_api.models import FailureClass, trainer_name
 
 _EXIT_CLASSES = {
     ExitCode.USER_ERROR: FailureClass.USER_ERROR,
@@ -37,11 +45,25 @@ class Failure:
     failure_class: FailureClass
     exit_code: int | None
     message: str
+    #: the DisruptionTarget condition's reason (e.g. PreemptionByScheduler); None: a real failure
+    disruption: str | None = None
+    #: the exit code `failurePolicy.rules` match (see the module docstring)
+    rule_exit_code: int | None = None
+
+
+def disruption(pod: dict[str, Any]) -> str | None:
+    """The reason of the pod's DisruptionTarget condition, if it is True (else None)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return str(cond.get("reason") or "DisruptionTarget")
+    return None
 
 
 def _trainer_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == TRAINER_CONTAINER:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    trainer = trainer_name(str(s.get("name")) for s in statuses)
+    for status in statuses:
+        if status.get("name") == trainer:
             state = status.get("state") or {}
             terminated = state.get("terminated") or (status.get("lastState") or {}).get("terminated")
             return dict(terminated) if terminated else None
@@ -65,18 +87,23 @@ def classify_exit(exit_code: int | None, reason: str | None) -> FailureClass:
     return FailureClass.USER_ERROR
 
 
-def classify_pod(pod: dict[str, Any], *, node_lost: bool = False) -> Failure:
-    """Why this (failed or lost) worker pod failed."""
+def classify_pod(pod: dict[str, Any], *, node_lost: bool = False, reported_exit_code: int | None = None) -> Failure:
+    """Why this (failed or lost) worker pod failed; `reported_exit_code`: the exit code of the
+    worker process its launcher last reported failed, if any."""
     status = pod.get("status") or {}
+    disrupted = disruption(pod)
     if node_lost or status.get("reason") == "NodeLost":
-        return Failure(FailureClass.NODE_LOST, None, f"node {pod.get('spec', {}).get('nodeName')} was lost")
+        node = pod.get("spec", {}).get("nodeName")
+        return Failure(FailureClass.NODE_LOST, None, f"node {node} was lost", disrupted)
     terminated = _trainer_termination(pod)
     pod_reason = status.get("reason")
     if terminated is None:
         klass = classify_exit(None, pod_reason)
-        return Failure(klass, None, status.get("message") or pod_reason or "the pod failed before the trainer ran")
+        message = status.get("message") or pod_reason or "the pod failed before the trainer ran"
+        return Failure(klass, None, message, disrupted)
     exit_code = terminated.get("exitCode")
     reason = terminated.get("reason") or pod_reason
     klass = classify_exit(exit_code, reason)
     message = terminated.get("message") or f"trainer exited with code {exit_code} ({reason or 'no reason'})"
-    return Failure(klass, exit_code, str(message)[:1024])
+    rule_code = reported_exit_code if exit_code == ExitCode.USER_ERROR and reported_exit_code else exit_code
+    return Failure(klass, exit_code, str(message)[:1024], disrupted, rule_code)

@@ -23,6 +23,7 @@ import contextvars
 import functools
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,12 +32,12 @@ import kopf
 from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
 from pydantic import ValidationError
 
-from elasticjob_operator import builders, naming, pacing
+from elasticjob_operator import builders, failures, naming, pacing
 from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
-from elasticjob_operator.conditions import set_phase_conditions
+from elasticjob_operator.conditions import GANG_SCHEDULING, set_condition, set_phase_conditions
 from elasticjob_operator.kube import Kube
-from elasticjob_operator.planner import Observed, PlannerSettings, plan
+from elasticjob_operator.planner import Observed, Plan, PlannerSettings, plan
 
 RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
 NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30"))
@@ -52,6 +53,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=prefix, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # `kubectl describe` shows events as from the operator, not from its framework
+    settings.posting.reporting_component = naming.MANAGER
+    settings.posting.reporting_instance = socket.gethostname()  # the pod's name in a pod
+    settings.posting.event_name_prefix = f"{naming.MANAGER}-"
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.watching.reconnect_backoff = 1.0
@@ -59,6 +64,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8"))
     memo.executor = settings.execution.executor
     memo.steady = memo.expected = None
+    memo.gone_disrupted = {}  # (namespace, job) -> {pod name: DisruptionTarget reason}
     memo.kube = Kube()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
 
@@ -69,6 +75,28 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 async def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
     job = labels.get(naming.LABEL_JOB)
     return {(namespace, job): podinfo.essentials(dict(body))} if job else {}
+
+
+@kopf.on.event("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER, naming.LABEL_ROLE: naming.ROLE_WORKER})
+async def remember_disruptions(
+    *,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str | None,
+    labels: Mapping[str, str],
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A deleted worker pod that carried DisruptionTarget (preempted, evicted) is remembered for
+    its job's next reconcile, which would otherwise see only that the pod is gone (a pod is often
+    Terminating for less than a reconcile interval). The memory is the process's: an operator
+    restart in that window, or a reconcile that fails, forgets it, and the loss counts."""
+    job = labels.get(naming.LABEL_JOB)
+    if event.get("type") != "DELETED" or not job or name is None:
+        return
+    reason = failures.disruption(dict(event.get("object") or {}))
+    if reason:
+        memo.gone_disrupted.setdefault((namespace, job), {})[name] = reason
 
 
 @kopf.index("nodes")
@@ -104,6 +132,32 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> bool:
     return True
 
 
+def _gang_condition(job: ElasticJob, decided: Plan, problem: str | None, now: datetime) -> None:
+    """Say on the job whether its gang request found its gang scheduler's API."""
+    base = decided.status.get("conditions") or [
+        c.model_dump(by_alias=True, exclude_none=True) for c in job.status.conditions
+    ]
+    group = builders.build_pod_group(job) or {}
+    scheduler = job.spec.scheduling.scheduler_name or "default-scheduler"
+    if problem is None:
+        status, reason = "True", "PodGroupCreated"
+        message = f"{group.get('kind')} {builders.pod_group_name(job)} exists for {scheduler}"
+    else:
+        status, reason = "False", "GangSchedulerMissing"
+        fix = (
+            "turn on kube-scheduler's gang scheduling (Kubernetes >= 1.35: feature gates GenericWorkload and "
+            "GangScheduling, API scheduling.k8s.io/v1alpha1) or set schedulerName to a gang scheduler"
+            if builders.uses_workload_api(job)
+            else f"install the gang scheduler of schedulerName {scheduler!r}"
+        )
+        message = (
+            f"scheduling.gang is set but its group could not be created ({problem}): {fix}; "
+            "until then the pods wait unscheduled"
+        )
+    cond = {"type": GANG_SCHEDULING, "status": status, "reason": reason, "message": message}
+    decided.status["conditions"] = set_condition(base, cond, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
 def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     body: kopf.Body,
     patch: kopf.Patch,
@@ -115,9 +169,15 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     memo.steady = memo.expected = None
     seen = pacing.seen(body, pods_by_job, nodes_not_ready)
     now = datetime.now(UTC)
+    # taken for this reconcile only: the first plan after a pod is gone decides whether it counts
+    gone_disrupted = memo.gone_disrupted.pop(
+        (body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name")), {}
+    )
     try:
         job = ElasticJob.model_validate(dict(body))
-        observed = Observed(pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=now)
+        observed = Observed(
+            pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=now, gone_disrupted=gone_disrupted
+        )
         decided = plan(job, observed, memo.settings)
     except (ValidationError, BuildError) as exc:
         message = f"invalid spec: {exc}" if isinstance(exc, ValidationError) else str(exc)
@@ -129,9 +189,9 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     if decided.create:
         owned = builders.build_owned_objects(job)
         later = [obj for obj in owned if obj["kind"] == "RoleBinding"]
-        for problem in kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"]):
-            if problem:
-                logger.warning("gang scheduling unavailable: %s", problem)
+        problems = kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"])
+        if job.spec.scheduling.gang:
+            _gang_condition(job, decided, next(filter(None, problems), None), now)
     created = set()
     fresh = kube.map(kube.create, later + decided.create)[len(later) :]
     for manifest, new in zip(decided.create, fresh, strict=True):

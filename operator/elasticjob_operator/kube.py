@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,10 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.dynamic = DynamicClient(self.api)
         self._senders = ThreadPoolExecutor(CONCURRENT_REQUESTS, thread_name_prefix="kube")
+        # the dynamic client's discovery cache is not thread-safe: a lookup that misses (an API
+        # that is not installed) resets it while another thread writes to it (KeyError 'resources')
+        self._discovery = threading.Lock()
+        self._resources: dict[tuple[str, str], Any] = {}
 
     def map(self, call: Callable[[T], U], items: Iterable[T]) -> list[U]:
         """`call` on every item, concurrently; the results in order, or the first error raised."""
@@ -91,11 +96,19 @@ class Kube:
             return [call(item) for item in todo]
         return list(self._senders.map(call, todo))
 
+    def _resource(self, api_version: str, kind: str) -> Any:
+        """The dynamic client's resource for a kind, looked up once, one lookup at a time."""
+        with self._discovery:
+            key = (api_version, kind)
+            if key not in self._resources:
+                self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            return self._resources[key]
+
     def create(self, manifest: dict[str, Any]) -> bool:
         """Create the object; False if it already exists."""
         namespace = manifest["metadata"].get("namespace")
         try:
-            resource = self.dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+            resource = self._resource(manifest["apiVersion"], manifest["kind"])
             # serialize=False: the created object is not read, so it is not parsed into wrappers
             send(lambda: resource.create(body=manifest, namespace=namespace, serialize=False))
         except ApiException as exc:

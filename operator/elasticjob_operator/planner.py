@@ -27,7 +27,7 @@ from elasticjob_api.models import (
 from elasticjob_operator import builders, naming
 from elasticjob_operator import pods as podinfo
 from elasticjob_operator.conditions import set_phase_conditions
-from elasticjob_operator.failures import Failure, classify_pod
+from elasticjob_operator.failures import Failure, classify_pod, disruption
 
 Manifest = dict[str, Any]
 
@@ -44,6 +44,9 @@ class Observed:
     #: node name -> when it was last seen turning NotReady/Unknown (absent: Ready or unknown to us)
     nodes_not_ready_since: dict[str, datetime]
     now: datetime
+    #: worker pods of this job that are gone and carried DisruptionTarget when last seen: name ->
+    #: the condition's reason (the pod watch remembers them; a pod can vanish between two reconciles)
+    gone_disrupted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class _Workers:
     succeeded: list[Manifest] = field(default_factory=list)
     terminating: set[str] = field(default_factory=set)
     failures: dict[int, Failure] = field(default_factory=dict)
+    #: lost indices not counted against backoffLimit: disrupted (DisruptionTarget) or a rule's Ignore
+    uncounted: dict[int, str] = field(default_factory=dict)
 
 
 class _Planner:
@@ -147,12 +152,14 @@ class _Planner:
 
     def sort_workers(self) -> _Workers:
         out = _Workers()
-        policy = self.job.spec.failure_policy
         for pod in self.workers:
             index = podinfo.label_int(pod, naming.LABEL_INDEX)
             lost = self._node_lost(pod)
             if podinfo.terminating(pod):
                 out.terminating.add(podinfo.name(pod))
+                disrupted = disruption(pod)
+                if disrupted and index is not None:  # preempted or evicted: going, not failed
+                    out.uncounted[index] = f"disrupted ({disrupted})"
                 if lost:  # stuck Terminating on a NotReady node: the kubelet will never confirm
                     self._delete(pod, 0, "node lost")
                 continue
@@ -163,33 +170,60 @@ class _Planner:
             if index is None:
                 continue
             if phase == "Failed" or lost:
-                failure = classify_pod(pod, node_lost=lost and phase != "Failed")
-                out.failures[index] = failure
-                if policy.action_for(failure.failure_class) == FailureAction.FAIL:
-                    self._fail(
-                        failure.failure_class.value,
-                        f"worker pod {podinfo.name(pod)} failed ({failure.failure_class.value}, exit code "
-                        f"{failure.exit_code}): {failure.message}",
-                    )
-                    continue
-                self._delete(pod, 0, f"replace after {failure.failure_class.value}")
-                out.terminating.add(podinfo.name(pod))
+                self._failed(pod, index, lost and phase != "Failed", out)
                 continue
             out.healthy[index] = pod
         return out
+
+    def _failed(self, pod: Manifest, index: int, node_lost: bool, out: _Workers) -> None:
+        report = self.previous.restarts.workers.get(podinfo.name(pod))
+        reported = report.last_failure.exit_code if report and report.last_failure else None
+        failure = classify_pod(pod, node_lost=node_lost, reported_exit_code=reported)
+        out.failures[index] = failure
+        if failure.disruption:
+            action = FailureAction.IGNORE
+            out.uncounted[index] = f"disrupted ({failure.disruption})"
+        else:
+            action = self.job.spec.failure_policy.action_for(failure.failure_class, failure.rule_exit_code)
+        if action == FailureAction.FAIL:
+            code = f"exit code {failure.exit_code}"
+            if failure.rule_exit_code != failure.exit_code:
+                code += f", the script's {failure.rule_exit_code}"
+            self._fail(
+                failure.failure_class.value,
+                f"worker pod {podinfo.name(pod)} failed ({failure.failure_class.value}, {code}): {failure.message}",
+            )
+            return
+        if action == FailureAction.IGNORE and index not in out.uncounted:
+            out.uncounted[index] = "ignored by failurePolicy.rules"
+        self._delete(pod, 0, f"replace after {failure.failure_class.value}")
+        out.terminating.add(podinfo.name(pod))
 
     def count_losses(self, w: _Workers) -> int:
         desired = self.job.spec.desired_replicas
         lost = sorted(i for i in self.previous.worker_indices if i < desired and i not in w.healthy)
         if w.succeeded:
             return self.previous.replacements
+        counted = 0
         for i in lost:
             failure = w.failures.get(i)
             why = (
                 f"{failure.failure_class.value}: {failure.message}" if failure else "the pod was deleted or disappeared"
             )
-            self._event("Warning", "WorkerLost", f"worker {self.job.name}-worker-{i} lost ({why}); replacing it")
-        replacements = self.previous.replacements + len(lost)
+            name = f"{self.job.name}-worker-{i}"
+            if name in self.obs.gone_disrupted and i not in w.uncounted and failure is None:
+                w.uncounted[i] = f"disrupted ({self.obs.gone_disrupted[name]})"
+            if i in w.uncounted and failure is None:
+                self._event("Normal", "WorkerDisrupted", f"worker {name} {w.uncounted[i]}; it will be replaced, "
+                            "not counted against backoffLimit")  # fmt: skip
+                continue
+            if i in w.uncounted:
+                self._event("Warning", "WorkerLost", f"worker {name} lost ({why}); replacing it, {w.uncounted[i]}: "
+                            "not counted against backoffLimit")  # fmt: skip
+                continue
+            counted += 1
+            self._event("Warning", "WorkerLost", f"worker {name} lost ({why}); replacing it")
+        replacements = self.previous.replacements + counted
         limit = self.job.spec.failure_policy.backoff_limit
         if replacements > limit:
             self._fail("BackoffLimitExceeded", f"{replacements} worker pods replaced, backoffLimit is {limit}")
@@ -322,7 +356,8 @@ class _Planner:
             self.plan.delete_job = True
         self.plan.status = {
             "observedGeneration": self.job.metadata.get("generation"),
-            "replicas": sum(1 for p in self.workers if not podinfo.terminating(p)),
+            # kept as stated at the finish (the final round's pods), whatever cleanPodPolicy removes
+            "replicas": self.previous.replicas,
             "readyReplicas": sum(1 for p in self.workers if podinfo.is_ready(p)),
         }
         return self.plan
@@ -392,11 +427,13 @@ class _Planner:
             return self.terminal_cleanup()
         if succeeded:
             names = ", ".join(podinfo.name(p) for p in w.succeeded)
+            # REPLICAS of a finished job: the final round's worker pods (they succeeded, none runs)
+            final = _Counts(replicas=len(w.healthy) + len(w.succeeded), ready=ready, indices=sorted(w.healthy))
             self._finish(
                 Phase.SUCCEEDED,
                 "AllWorkersSucceeded",
                 f"workers of the final round succeeded: {names}",
-                count,
+                final,
             )
             self.plan.create.clear()
             return self.terminal_cleanup()

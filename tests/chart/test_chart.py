@@ -111,3 +111,19 @@ def test_install_yaml_is_current(helm: str, tmp_path: Path) -> None:
     env = {**os.environ, "ELASTICJOB_K8S_BIN": str(Path(helm).parent)}
     subprocess.run(["bash", str(ROOT / "hack" / "render-install.sh"), str(out)], check=True, env=env)
     assert out.read_text() == (ROOT / "manifests" / "install.yaml").read_text(), "run: make generate"
+
+
+def test_names_labels_and_pull_secrets_are_configurable(helm: str) -> None:
+    """The conventions of a good chart: nameOverride, fullnameOverride, commonLabels, imagePullSecrets."""
+    default = render(helm)
+    assert {d["metadata"]["name"] for d in default if d["kind"] == "Deployment"} == {"elasticjob-elasticjob-operator"}
+    docs = render(helm, "--set", "fullnameOverride=ej", "--set", "commonLabels.team=ml",
+                  "--set", "imagePullSecrets[0].name=regcred", "--set", "nameOverride=ejop")  # fmt: skip
+    named = [d for d in docs if d["kind"] in ("Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    assert {d["metadata"]["name"] for d in named} == {"ej"}
+    assert all(d["metadata"]["labels"]["team"] == "ml" for d in docs if d["kind"] != "CustomResourceDefinition")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/name"] == "ejop"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "ejop"

@@ -236,7 +236,7 @@ def job_manifests(
     a hostPath directory (storage that outlives nodes) holding one checkpoint folder per pod
     name, which a replacement pod of the same name picks up.
     """
-    cm, job = example("mnist-cpu.yaml")
+    cm, job = example("synthetic-cpu.yaml")
     cm["metadata"]["name"] = f"{name}-script"
     job["metadata"]["name"] = name
     job["spec"].update(

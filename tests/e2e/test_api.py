@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .conftest import OPERATOR_NS
 from .helpers import Kube, job_manifests, wait_for
@@ -33,6 +34,20 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"template": {"spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}},
         "must include a container named 'trainer'",
     ),
+    "rule with two matches": (
+        {
+            "failurePolicy": {
+                "rules": [
+                    {"failureClass": "UserError", "action": "Fail", "onExitCodes": {"operator": "In", "values": [42]}}
+                ]
+            }
+        },
+        "a failure rule needs exactly one of failureClass and onExitCodes",
+    ),
+    "exit code 0 with In": (
+        {"failurePolicy": {"rules": [{"onExitCodes": {"operator": "In", "values": [0]}, "action": "Fail"}]}},
+        "onExitCodes with operator In cannot list 0",
+    ),
 }
 
 
@@ -43,6 +58,22 @@ def test_invalid_specs_are_rejected_with_the_rule_message(operator: Kube, namesp
     assert result.returncode != 0
     assert message in result.stderr
     assert operator.get("ej", "bad", namespace) is None
+
+
+def test_gang_without_a_gang_scheduler_says_so_on_the_job(operator: Kube, namespace: str) -> None:
+    """No PodGroup API here (no Volcano): the job carries a condition instead of a log line."""
+    job = job_manifests("gang")
+    job[1]["spec"]["scheduling"] = {"gang": True, "schedulerName": "volcano"}
+    operator.apply(job, namespace)
+
+    def condition() -> dict[str, Any] | None:
+        conds = ((operator.get("ej", "gang", namespace) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "GangScheduling"), None)
+
+    cond = wait_for(condition, 60, "the GangScheduling condition", lambda: operator.story(namespace))
+    assert cond["status"] == "False" and cond["reason"] == "GangSchedulerMissing", cond
+    assert "scheduling.volcano.sh/v1beta1 PodGroup is not installed" in cond["message"], cond
+    assert "'volcano'" in cond["message"]
 
 
 def test_long_name_is_rejected(operator: Kube, namespace: str) -> None:
@@ -139,3 +170,36 @@ def test_operator_runs_in_a_restricted_namespace(operator: Kube) -> None:
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     pods = operator.json("get", "pods", "-n", OPERATOR_NS)["items"]
     assert [p["status"]["phase"] for p in pods] == ["Running"]
+
+
+def _with_old_trainer_rule(node: Any) -> bool:
+    """Turn the CRD's trainer rule back into its older form (only `trainer`); True if found."""
+    if isinstance(node, dict):
+        if "pytorch" in str(node.get("rule", "")):
+            node["rule"] = "self.containers.exists(c, c.name == 'trainer')"
+            return True
+        return any(_with_old_trainer_rule(v) for v in node.values())
+    return isinstance(node, list) and any(_with_old_trainer_rule(v) for v in node)
+
+
+def test_crd_upgrade_with_server_side_apply(operator: Kube, namespace: str) -> None:
+    """`helm upgrade` never updates crds/: `kubectl apply --server-side --force-conflicts` does (docs/upgrading.md).
+
+    An older CRD (before a PyTorchJob's `pytorch` container was accepted) is put in place the way
+    Helm's first install leaves it, then the repository's CRD is applied server-side over it.
+    """
+    crd_path = Path(__file__).resolve().parents[2] / "manifests" / "crds" / "elasticjob.io_elasticjobs.yaml"
+    old = yaml.safe_load(crd_path.read_text())
+    assert _with_old_trainer_rule(old)
+    job = job_manifests("kubeflow-shaped", replicas=1)[1]
+    job["spec"]["template"]["spec"]["containers"][0]["name"] = "pytorch"
+    try:
+        operator.run("replace", "-f", "-", input=yaml.safe_dump(old))
+        wait_for(lambda: "named 'trainer'" in operator.apply([job], namespace, check=False).stderr, 30,
+                 "the older CRD to reject the pytorch container", lambda: "")  # fmt: skip
+    finally:
+        upgrade = operator.run("apply", "--server-side", "--force-conflicts", "-f", str(crd_path))
+    assert "serverside-applied" in upgrade.stdout
+    wait_for(lambda: operator.apply([job], namespace, check=False).returncode == 0, 30,
+             "the upgraded CRD to accept the pytorch container", lambda: operator.story(namespace))  # fmt: skip
+    operator.run("delete", "ej", "kubeflow-shaped", "-n", namespace, "--wait=false")

@@ -225,7 +225,8 @@ def test_backoff_limit_fails_the_job_and_cleans_running_pods(operator: Kube, nam
              lambda: operator.story(namespace))  # fmt: skip
 
 
-def test_partial_capacity_starts_with_what_fits_and_grows(operator: Kube, namespace: str) -> None:
+def hold_one_gpu(kube: Kube, namespace: str) -> None:
+    """A pod named `blocker` that holds one of node-3's two GPUs until it is deleted."""
     blocker = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "blocker"},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
@@ -233,9 +234,13 @@ def test_partial_capacity_starts_with_what_fits_and_grows(operator: Kube, namesp
             "resources": {"limits": {"nvidia.com/gpu": "1"}},
         }]},
     }  # fmt: skip
-    operator.apply([blocker], namespace)
-    wait_for(lambda: (operator.get("pod", "blocker", namespace) or {}).get("status", {}).get("phase") == "Running",
-             60, "the blocker pod to hold a GPU", lambda: operator.story(namespace))  # fmt: skip
+    kube.apply([blocker], namespace)
+    wait_for(lambda: (kube.get("pod", "blocker", namespace) or {}).get("status", {}).get("phase") == "Running",
+             60, "the blocker pod to hold a GPU", lambda: kube.story(namespace))  # fmt: skip
+
+
+def test_partial_capacity_starts_with_what_fits_and_grows(operator: Kube, namespace: str) -> None:
+    hold_one_gpu(operator, namespace)
     start(operator, namespace, "part", RUNWAY_STEPS, replicas=2, min_replicas=1, gpus=1, spec=LAST_CALL)
     assert status(operator, "part", namespace)["rendezvous"]["worldSize"] == 2  # 1 pod x nprocPerNode 2
     running = wait_for(lambda: condition(operator, "part", namespace, "Running"), 60, "part to run",

@@ -25,21 +25,24 @@ def final_result(kube: Kube, namespace: str, job: str) -> dict[str, object]:
 
 @pytest.mark.kind("image contents: the training image from the Dockerfile runs the CPU example in containerd")
 def test_cpu_example_succeeds(operator: Kube, namespace: str) -> None:
-    operator.apply(example("mnist-cpu.yaml"), namespace)
-    wait_for(lambda: phase(operator, "mnist", namespace) in ("Succeeded", "Failed"), 300, "mnist to finish",
+    operator.apply(example("synthetic-cpu.yaml"), namespace)
+    wait_for(lambda: phase(operator, "synthetic", namespace) in ("Succeeded", "Failed"), 300, "the example to finish",
              lambda: operator.story(namespace))  # fmt: skip
-    job = operator.get("ej", "mnist", namespace)
+    job = operator.get("ej", "synthetic", namespace)
     assert job is not None
     assert job["status"]["phase"] == "Succeeded", operator.story(namespace)
     assert job["status"]["rendezvous"]["worldSize"] == 4
     workers = job["status"]["restarts"]["workers"]
-    assert sorted(workers) == ["mnist-worker-0", "mnist-worker-1"]
+    assert sorted(workers) == ["synthetic-worker-0", "synthetic-worker-1"]
     assert {w["worldSize"] for w in workers.values()} == {4}
-    result = final_result(operator, namespace, "mnist")
+    result = final_result(operator, namespace, "synthetic")
     assert result["ok"] is True and result["worldSize"] == 4 and result["steps"] == 300
-    reasons = [e["reason"] for e in operator.json("get", "events", "-n", namespace,
-               "--field-selector", "involvedObject.name=mnist")["items"]]  # fmt: skip
-    assert "Succeeded" in reasons
+    events = operator.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=synthetic")[
+        "items"
+    ]
+    assert "Succeeded" in [e["reason"] for e in events]
+    # `kubectl describe` names the operator as the events' source, not its framework
+    assert {(e["source"]["component"], e["reportingComponent"]) for e in events} == {("elasticjob-operator",) * 2}
 
 
 @pytest.mark.kind("the exit code and termination message are the kubelet's, from a real container")

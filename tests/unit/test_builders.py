@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from elasticjob_api.models import ElasticJob
 from elasticjob_operator import builders
 
 from .conftest import make_job
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
-
-
-def check_golden(name: str, objects: Any) -> None:
-    text = yaml.safe_dump(objects, sort_keys=True, width=120)
-    path = GOLDEN / name
-    if os.environ.get("ELASTICJOB_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"missing golden file {path}: run with ELASTICJOB_UPDATE_GOLDEN=1"
-    assert yaml.safe_load(path.read_text()) == objects, f"{name} differs from the golden file"
+from .golden import check_golden
 
 
 def test_worker_pod_golden(job_body: dict[str, Any]) -> None:
@@ -38,6 +25,17 @@ def test_owned_objects_golden() -> None:
     check_golden("owned-objects.yaml", builders.build_owned_objects(job))
 
 
+def test_gang_by_kube_scheduler_is_a_workload_the_workers_reference() -> None:
+    job = ElasticJob.model_validate(make_job({"minReplicas": 2, "scheduling": {"gang": True}}))
+    group = builders.build_pod_group(job)
+    assert group is not None and (group["apiVersion"], group["kind"]) == ("scheduling.k8s.io/v1alpha1", "Workload")
+    assert group["spec"]["podGroups"] == [{"name": "workers", "policy": {"gang": {"minCount": 2}}}]
+    assert group["metadata"]["ownerReferences"][0]["kind"] == "ElasticJob"
+    worker = builders.build_worker_pod(job, 1)
+    assert worker["spec"]["workloadRef"] == {"name": group["metadata"]["name"], "podGroup": "workers"}
+    assert "schedulerName" not in worker["spec"] and "workloadRef" not in builders.build_store_pod(job, 1)["spec"]
+
+
 def test_pinned_guaranteed_worker_golden() -> None:
     job = ElasticJob.model_validate(make_job({"pinning": "exclusive", "guaranteedQos": True, "nprocPerNode": "auto"}))
     check_golden("worker-pod-pinned.yaml", builders.build_worker_pod(job, 0))
@@ -51,25 +49,45 @@ def test_user_env_cannot_override_launcher_env(job_body: dict[str, Any]) -> None
     assert {"name": "A", "value": "1"} in env
 
 
+OPAQUE = ["elasticjob-launch", "--no-python", "--command-starts-agent", "auto"]
+
+
 @pytest.mark.parametrize(
     ("command", "args", "expected", "expected_args"),
     [
-        (["torchrun", "--nproc-per-node", "2", "t.py"], None, ["torchrun", "--nproc-per-node", "2", "t.py"], None),
+        # torchrun, in every spelling, becomes the launcher with the same flags: one agent per pod
+        (
+            ["torchrun", "--nproc-per-node", "2", "t.py"],
+            None,
+            ["elasticjob-launch", "--nproc-per-node", "2", "t.py"],
+            None,
+        ),
+        (["/opt/venv/bin/torchrun"], ["--standalone", "t.py"], ["elasticjob-launch"], ["--standalone", "t.py"]),
+        (["python", "-m", "torch.distributed.run", "t.py"], None, ["elasticjob-launch", "t.py"], None),
+        (
+            ["python3", "-u", "-m", "torch.distributed.run"],
+            ["--nnodes", "2", "t.py"],
+            ["elasticjob-launch"],
+            ["--nnodes", "2", "t.py"],
+        ),
+        (["python3"], ["-m", "torch.distributed.run", "-r", "3", "t.py"], ["elasticjob-launch"], ["-r", "3", "t.py"]),
         (["/usr/bin/elasticjob-launch", "t.py"], None, ["/usr/bin/elasticjob-launch", "t.py"], None),
         # python scripts and modules become the launcher's own target (preloaded worker starts)
         (["python", "train.py"], ["--lr", "1"], ["elasticjob-launch", "train.py"], ["--lr", "1"]),
         (["python3", "-u", "-m", "pkg.train", "--x"], None, ["elasticjob-launch", "-m", "pkg.train", "--x"], None),
         (["python"], ["train.py", "--lr", "1"], ["elasticjob-launch", "train.py"], ["--lr", "1"]),
-        # anything else runs as is: another interpreter, python options the launcher cannot honour, -c
+        # anything else runs under --no-python; the launcher finds out whether it starts torchrun itself
         (
             ["/opt/venv/bin/python", "t.py"],
             None,
-            ["elasticjob-launch", "--no-python", "/opt/venv/bin/python", "t.py"],
+            [*OPAQUE, "/opt/venv/bin/python", "t.py"],
             None,
         ),
-        (["python", "-O", "t.py"], None, ["elasticjob-launch", "--no-python", "python", "-O", "t.py"], None),
-        (["python", "-c", "print(1)"], None, ["elasticjob-launch", "--no-python", "python", "-c", "print(1)"], None),
-        (["bash", "-c", "python t.py"], None, ["elasticjob-launch", "--no-python", "bash", "-c", "python t.py"], None),
+        (["python", "-O", "t.py"], None, [*OPAQUE, "python", "-O", "t.py"], None),
+        (["python", "-c", "print(1)"], None, [*OPAQUE, "python", "-c", "print(1)"], None),
+        (["bash", "-c", "python t.py"], None, [*OPAQUE, "bash", "-c", "python t.py"], None),
+        (["bash", "-c", "exec torchrun t.py"], None, [*OPAQUE, "bash", "-c", "exec torchrun t.py"], None),
+        (["/entrypoint.sh"], ["t.py"], [*OPAQUE, "/entrypoint.sh"], ["t.py"]),
     ],
 )
 def test_launcher_command(
@@ -122,3 +140,16 @@ def test_store_pod_keeps_node_affinity_but_not_the_workers_pod_anti_affinity(job
     job = ElasticJob.model_validate(job_body)
     assert builders.build_store_pod(job, 1)["spec"]["affinity"] == {"nodeAffinity": node_affinity}
     assert "podAntiAffinity" in builders.build_worker_pod(job, 0)["spec"]["affinity"]
+
+
+def test_pytorchjob_container_name_is_the_trainer() -> None:
+    """A PyTorchJob's template (container `pytorch`) works unchanged; `trainer` wins if both exist."""
+    job = make_job()
+    job["spec"]["template"]["spec"]["containers"][0]["name"] = "pytorch"
+    pod = builders.build_worker_pod(ElasticJob.model_validate(job), 0)
+    assert pod["spec"]["containers"][0]["command"][0] == "elasticjob-launch"
+    job["spec"]["template"]["spec"]["containers"].append(
+        {"name": "trainer", "image": "x", "command": ["python", "t.py"]}
+    )
+    pod = builders.build_worker_pod(ElasticJob.model_validate(job), 0)
+    assert [c["command"][0] for c in pod["spec"]["containers"]] == ["python", "sleep", "elasticjob-launch"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from elasticjob_api.exitcodes import ExitCode
 from elasticjob_api.models import FailureClass
@@ -29,7 +31,7 @@ def test_classify_exit(exit_code: int | None, reason: str | None, expected: Fail
 
 
 def test_classify_pod_reads_the_trainer_container() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "status": {
             "phase": "Failed",
             "containerStatuses": [
@@ -41,6 +43,9 @@ def test_classify_pod_reads_the_trainer_container() -> None:
     failure = classify_pod(pod)
     assert failure.failure_class == FailureClass.USER_ERROR
     assert failure.exit_code == 3 and failure.message == "ZeroDivisionError"
+    # a PyTorchJob's template: the container `pytorch` is the trainer
+    pod["status"]["containerStatuses"][1]["name"] = "pytorch"
+    assert classify_pod(pod).exit_code == 3
 
 
 def test_classify_pod_node_lost_and_evicted() -> None:

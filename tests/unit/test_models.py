@@ -43,7 +43,25 @@ INVALID = {
     ),
     "unknown pinning": (_spec(pinning="numa-magic"), "'none', 'node', 'socket', 'exclusive' or 'core-complex'"),
     "bad port": (_spec(rendezvous={"port": 70000}), "less than or equal to 65535"),
-    "gang without scheduler": (_spec(scheduling={"gang": True}), models.MSG_GANG_SCHEDULER),
+    "rule with two matches": (
+        _spec(
+            failurePolicy={
+                "rules": [
+                    {"failureClass": "UserError", "onExitCodes": {"operator": "In", "values": [42]}, "action": "Fail"}
+                ]
+            }
+        ),
+        models.MSG_RULE_MATCH,
+    ),
+    "rule with no match": (_spec(failurePolicy={"rules": [{"action": "Fail"}]}), models.MSG_RULE_MATCH),
+    "exit code 0 with In": (
+        _spec(failurePolicy={"rules": [{"onExitCodes": {"operator": "In", "values": [0, 1]}, "action": "Fail"}]}),
+        models.MSG_EXIT_ZERO,
+    ),
+    "exit code above 255": (
+        _spec(failurePolicy={"rules": [{"onExitCodes": {"operator": "NotIn", "values": [256]}, "action": "Fail"}]}),
+        "less than or equal to 255",
+    ),
 }
 
 
@@ -62,6 +80,19 @@ def test_failure_policy_defaults_and_overrides() -> None:
     assert spec.failure_policy.action_for(FailureClass.USER_ERROR) == FailureAction.RETRY
     assert spec.failure_policy.action_for(FailureClass.OOM_KILLED) == FailureAction.FAIL
     assert spec.failure_policy.action_for(FailureClass.NODE_LOST) == FailureAction.RETRY
+
+
+def test_exit_code_rules_match_in_order() -> None:
+    rules = [
+        {"onExitCodes": {"operator": "In", "values": [42, 43]}, "action": "Ignore"},
+        {"onExitCodes": {"operator": "NotIn", "values": [3, 42, 43]}, "action": "Fail"},
+        {"failureClass": "UserError", "action": "Retry"},
+    ]
+    policy = ElasticJobSpec.model_validate(_spec(failurePolicy={"rules": rules})).failure_policy
+    assert policy.action_for(FailureClass.USER_ERROR, 42) == FailureAction.IGNORE
+    assert policy.action_for(FailureClass.SIGNAL, 137) == FailureAction.FAIL  # NotIn matched first
+    assert policy.action_for(FailureClass.USER_ERROR, 3) == FailureAction.RETRY  # the class rule
+    assert policy.action_for(FailureClass.OOM_KILLED, None) == FailureAction.FAIL  # no code: the default
 
 
 def test_whole_object_round_trip() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from elasticjob_api.models import ElasticJob
 from elasticjob_operator import builders
 from elasticjob_operator import pods as podinfo
+from elasticjob_operator.conditions import set_condition
 from elasticjob_operator.planner import Observed, Plan, plan
 
 from .conftest import make_job
@@ -160,6 +161,76 @@ def test_oom_killed_fails_by_default_but_rules_can_retry() -> None:
     assert run(j2, [store(j2), worker(j2, 0), oom2]).status["phase"] != "Failed"
 
 
+def disrupted(reason: str = "PreemptionByScheduler") -> dict[str, Any]:
+    return {"type": "DisruptionTarget", "status": "True", "reason": reason}
+
+
+def test_preempted_worker_is_replaced_without_counting() -> None:
+    j = job({"failurePolicy": {"backoffLimit": 0}}, status=running_status())
+    going = worker(j, 1)
+    going["metadata"]["deletionTimestamp"] = ISO
+    going["status"]["conditions"].append(disrupted())
+    p = run(j, [store(j), worker(j, 0), going])
+    assert p.status["replacements"] == 0 and p.status["phase"] != "Failed"
+    assert [(e.type, e.reason) for e in p.events] == [("Normal", "WorkerDisrupted")]
+    assert "PreemptionByScheduler" in p.events[0].message
+    # once it is gone, its index is created again (Pending until capacity returns), still uncounted
+    j = job({"failurePolicy": {"backoffLimit": 0}}, status=running_status(workerIndices=[0]))
+    p = run(j, [store(j), worker(j, 0)])
+    assert names(p.create) == ["mnist-worker-1"] and p.status["replacements"] == 0
+
+
+def test_a_disrupted_pod_gone_before_any_reconcile_saw_it_go_is_not_counted() -> None:
+    j = job({"failurePolicy": {"backoffLimit": 0}}, status=running_status())
+    seen = Observed(pods=[store(j), worker(j, 0)], nodes_not_ready_since={}, now=NOW,
+                    gone_disrupted={"mnist-worker-1": "PreemptionByScheduler"})  # fmt: skip
+    p = plan(j, seen)
+    assert p.status["replacements"] == 0 and p.status["phase"] != "Failed"
+    assert "WorkerDisrupted" in {e.reason for e in p.events}
+    # without that memory the same observation counts a replacement, and backoffLimit 0 fails it
+    assert run(j, [store(j), worker(j, 0)]).status["phase"] == "Failed"
+
+
+def test_an_evicted_pod_is_not_a_failure_whatever_the_rules() -> None:
+    rules = [{"failureClass": "Signal", "action": "Fail"}]
+    j = job({"failurePolicy": {"backoffLimit": 0, "rules": rules}}, status=running_status())
+    evicted = worker(j, 1, "Failed", reason="Evicted", **terminated(137))
+    evicted["status"]["conditions"].append(disrupted("TerminationByKubelet"))
+    p = run(j, [store(j), worker(j, 0), evicted])
+    assert p.status["phase"] != "Failed" and p.status["replacements"] == 0
+    assert [(d.name, d.grace_seconds) for d in p.delete] == [("mnist-worker-1", 0)]
+    lost = next(e for e in p.events if e.reason == "WorkerLost")
+    assert "TerminationByKubelet" in lost.message and "not counted" in lost.message
+
+
+def test_exit_code_rules_see_the_scripts_own_code_behind_the_launchers_3() -> None:
+    rules = [{"onExitCodes": {"operator": "In", "values": [42]}, "action": "Ignore"}]
+    report = {"mnist-worker-1": {"restarts": 3, "lastFailure": {"globalRank": 2, "exitCode": 42}}}
+    j = job({"failurePolicy": {"rules": rules}}, status=running_status(restarts={"total": 3, "workers": report}))
+    failed = worker(j, 1, "Failed", **terminated(3))
+    p = run(j, [store(j), worker(j, 0), failed])
+    assert p.status["phase"] != "Failed" and p.status["replacements"] == 0  # UserError, but ignored
+    assert [d.name for d in p.delete] == ["mnist-worker-1"]
+    # without the report the rule sees the container's 3: no match, UserError's default Fail
+    j = job({"failurePolicy": {"rules": rules}}, status=running_status())
+    p = run(j, [store(j), worker(j, 0), worker(j, 1, "Failed", **terminated(3))])
+    assert p.status["phase"] == "Failed"
+    # a report of another code: no match either, and the condition names both codes
+    report = {"mnist-worker-1": {"restarts": 3, "lastFailure": {"globalRank": 2, "exitCode": 1}}}
+    j = job({"failurePolicy": {"rules": rules}}, status=running_status(restarts={"total": 3, "workers": report}))
+    p = run(j, [store(j), worker(j, 0), worker(j, 1, "Failed", **terminated(3))])
+    failed = next(c for c in p.status["conditions"] if c["type"] == "Failed")
+    assert "(UserError, exit code 3, the script's 1)" in failed["message"], failed
+
+
+def test_exit_code_rules_can_fail_what_a_class_would_retry() -> None:
+    rules = [{"onExitCodes": {"operator": "In", "values": [75]}, "action": "Fail"}]
+    j = job({"failurePolicy": {"rules": rules}}, status=running_status())
+    p = run(j, [store(j), worker(j, 0), worker(j, 1, "Failed", **terminated(75))])
+    failed = next(c for c in p.status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "StoreLost" and "exit code 75" in failed["message"]
+
+
 def test_backoff_limit_exceeded_fails() -> None:
     j = job({"failurePolicy": {"backoffLimit": 1}}, status=running_status(replacements=1))
     p = run(j, [store(j), worker(j, 0)])
@@ -227,6 +298,10 @@ def test_success_when_workers_succeeded() -> None:
     assert p.status["completionTime"] == "2026-01-01T12:00:00Z"
     assert [d.name for d in p.delete] == ["mnist-rdzv-g1"]
     assert p.create == []
+    # REPLICAS keeps the final round's pod count, also once cleanPodPolicy removed the pods
+    assert (p.status["replicas"], p.status["readyReplicas"]) == (2, 0)
+    later = run(job(status=p.status), [])
+    assert later.status["replicas"] == 2
 
 
 def test_restarts_reported_by_launchers_are_aggregated() -> None:
@@ -285,6 +360,26 @@ def test_conditions_keep_transition_times() -> None:
     p = run(j, [store(j), worker(j, 0), worker(j, 1)])
     running = next(c for c in p.status["conditions"] if c["type"] == "Running")
     assert running["lastTransitionTime"] == ISO
+
+
+def test_other_conditions_outlive_phase_changes() -> None:
+    gang = {
+        "type": "GangScheduling",
+        "status": "True",
+        "reason": "PodGroupCreated",
+        "message": "",
+        "lastTransitionTime": ISO,
+    }
+    j = job(status=running_status(conditions=[gang]))
+    p = run(j, [store(j), worker(j, 0), worker(j, 1, "Pending", ready=False)])
+    assert gang in p.status["conditions"]  # kept, and not turned False by the phase change
+    later = set_condition(p.status["conditions"], {**gang, "status": "False", "reason": "GangSchedulerMissing"}, "t2")
+    changed = next(c for c in later if c["type"] == "GangScheduling")
+    assert (
+        changed["status"] == "False"
+        and changed["lastTransitionTime"] == "t2"
+        and len(later) == len(p.status["conditions"])
+    )
 
 
 def test_partial_capacity_runs_and_says_what_the_rest_waits_for() -> None:
