@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -25,10 +26,17 @@ def all_reduce(out: str, scale: int) -> dict[str, int]:
 
 
 def fail_rank(out: str, bad_rank: int, first_attempt_only: bool) -> int:
-    rank = int(os.environ["RANK"])
+    """The bad rank raises once every rank of its attempt has written its file: a failing rank has
+    its peers terminated, and one still starting would otherwise never write it."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
     with open(os.path.join(out, f"fn{rank}-{attempt}.json"), "w") as f:
         json.dump({"rank": rank, "attempt": attempt}, f)
     if rank == bad_rank and (attempt == 0 or not first_attempt_only):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(out, f"fn{r}-{attempt}.json")) for r in range(world)
+        ):
+            time.sleep(0.05)
         raise ValueError(f"rank {rank} broke on attempt {attempt}")
     return attempt
