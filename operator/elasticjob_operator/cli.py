@@ -1,8 +1,13 @@
 """`elasticjob-operator`: run the kopf operator for ElasticJobs.
 
 Flags (each also readable from the environment variable in brackets) select the watched
-namespaces, the health endpoint's port and kopf peering. Logging is configured here, at start,
-never at import.
+namespaces, the probe endpoints and the leader election, with the names controller-runtime
+operators are scripted against (`--health-probe-bind-address`, `--leader-elect`, ...); the old
+`--health-port` still works. Logging is configured here, at start, never at import.
+
+With `--leader-elect` every replica runs kopf's watches and indexes (so a standby takes over
+warm), and only the Lease holder reconciles (leader.py). A leader that loses the lease exits at
+once with status 1, as controller-runtime's managers do, and comes back as a standby.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import socket
 import sys
+import threading
+import uuid
 
 
 def _env_list(name: str) -> list[str]:
@@ -30,6 +39,17 @@ class QuietTimers(logging.Filter):
         return not (message.startswith("Timer '") and message.endswith("' succeeded."))
 
 
+def _seconds(text: str) -> float:
+    """A duration as Kubernetes components take it: `15s`, `1m30s`, `500ms`, or plain seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 15s, 1m30s, 500ms)")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elasticjob-operator", description="Run the ElasticJob operator.")
     parser.add_argument(
@@ -47,15 +67,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch every namespace (the default when no --namespace is given) [ELASTICJOB_ALL_NAMESPACES]",
     )
     parser.add_argument(
-        "--health-port",
-        type=int,
-        default=int(os.environ.get("ELASTICJOB_HEALTH_PORT", "8080")),
-        help="port of the /healthz liveness endpoint, 0 to disable [ELASTICJOB_HEALTH_PORT]",
+        "--health-probe-bind-address",
+        default=os.environ.get("ELASTICJOB_HEALTH_PROBE_BIND_ADDRESS", ":8081"),
+        help="[host]:port of /healthz (liveness) and /readyz (readiness), 0 to disable "
+        "[ELASTICJOB_HEALTH_PROBE_BIND_ADDRESS]",
     )
     parser.add_argument(
-        "--peering",
-        default=os.environ.get("ELASTICJOB_PEERING", ""),
-        help="kopf peering name for several operator replicas; empty: standalone [ELASTICJOB_PEERING]",
+        "--metrics-bind-address",
+        default=os.environ.get("ELASTICJOB_METRICS_BIND_ADDRESS", ":8080"),
+        help="[host]:port of the Prometheus /metrics endpoint, 0 to disable [ELASTICJOB_METRICS_BIND_ADDRESS]",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="deprecated: --health-probe-bind-address=:PORT",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("ELASTICJOB_LEADER_ELECT", "") in ("1", "true"),
+        help="elect a leader on a Lease before reconciling; needed with more than one replica "
+        "[ELASTICJOB_LEADER_ELECT]",
+    )
+    parser.add_argument(
+        "--leader-elect-resource-name",
+        default="elasticjob-operator",
+        help="name of the leader election's Lease",
+    )
+    parser.add_argument(
+        "--leader-elect-resource-namespace",
+        default=os.environ.get("POD_NAMESPACE", "elasticjob-system"),
+        help="namespace of the Lease (default: the pod's namespace, POD_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--leader-elect-identity",
+        default=os.environ.get("POD_NAME") or socket.gethostname(),
+        help="this replica's name in the Lease, made unique with a random suffix (default: POD_NAME, or the host name)",
+    )
+    for name, default, what in (
+        ("lease-duration", "15s", "how long a standby waits, after the lease last changed, before taking it"),
+        ("renew-deadline", "10s", "how long the leader tries to renew before it gives up leading"),
+        ("retry-period", "2s", "how often candidates try to acquire and the leader renews"),
+    ):
+        parser.add_argument(f"--leader-elect-{name}", type=_seconds, default=_seconds(default), help=what)
+    parser.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=0.0,
+        help="requests a second the operator sends (creates, deletes; client-go's token bucket), 0: unthrottled",
+    )
+    parser.add_argument(
+        "--kube-api-burst", type=int, default=0, help="requests the operator may send at once above --kube-api-qps"
     )
     parser.add_argument(
         "--reconcile-interval",
@@ -87,18 +150,68 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ELASTICJOB_RECONCILE_INTERVAL"] = str(opts.reconcile_interval)
     os.environ["ELASTICJOB_NODE_LOST_GRACE_SECONDS"] = str(opts.node_lost_grace_seconds)
     import kopf
+    import prometheus_client
 
     from elasticjob_operator import handlers  # noqa: F401  (registers the handlers)
+    from elasticjob_operator.health import Health, parse_bind_address, serve
+    from elasticjob_operator.kube import Kube, RateLimiter
+    from elasticjob_operator.leader import ElectionSettings, LeaderElector
+    from elasticjob_operator.metrics import Metrics
 
+    try:
+        metrics_at = parse_bind_address(opts.metrics_bind_address)
+        probes = parse_bind_address(
+            f":{opts.health_port}" if opts.health_port is not None else opts.health_probe_bind_address
+        )
+        election = (
+            ElectionSettings(
+                name=opts.leader_elect_resource_name,
+                namespace=opts.leader_elect_resource_namespace,
+                identity=f"{opts.leader_elect_identity}_{uuid.uuid4().hex[:8]}",
+                lease_duration=opts.leader_elect_lease_duration,
+                renew_deadline=opts.leader_elect_renew_deadline,
+                retry_period=opts.leader_elect_retry_period,
+            )
+            if opts.leader_elect
+            else None
+        )
+        limiter = RateLimiter(opts.kube_api_qps, opts.kube_api_burst)
+    except ValueError as exc:
+        print(f"elasticjob-operator: {exc}", file=sys.stderr)
+        return 2
+    kube = Kube(limiter)
+    elector = LeaderElector(election, kube.api, on_lost=_exit_lost) if election else None
+    metrics = Metrics(leading=lambda: elector is None or elector.leading())
+    kube.observe = metrics.request
+    if metrics_at is not None:
+        prometheus_client.start_http_server(metrics_at[1], metrics_at[0], registry=metrics.registry)
+    ready = threading.Event()
+    health = Health(ready, elector, kube.api)
+    server = serve(health, probes) if probes else None
+    if elector is not None:
+        elector.start()
     namespaces = [] if opts.all_namespaces else opts.namespace
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=not opts.peering,
-        peering_name=opts.peering or None,
-        liveness_endpoint=f"http://0.0.0.0:{opts.health_port}/healthz" if opts.health_port else None,
-    )
+    try:
+        kopf.run(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            ready_flag=ready,
+            memo=kopf.Memo(kube=kube, leader=elector, health=health, metrics=metrics),
+        )
+    finally:
+        if elector is not None:
+            elector.stop()  # a leader releases the lease: the standby takes over at its next retry
+        if server is not None:
+            server.shutdown()
     return 0
+
+
+def _exit_lost() -> None:
+    """Leadership lost: stop at once, as controller-runtime does; the restarted process is a standby."""
+    logging.getLogger(__name__).error("leader election lost: exiting")
+    logging.shutdown()
+    os._exit(1)
 
 
 if __name__ == "__main__":

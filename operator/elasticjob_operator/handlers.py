@@ -19,6 +19,7 @@ time, so reconciles of one job never overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -65,8 +66,31 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.executor = settings.execution.executor
     memo.steady = memo.expected = None
     memo.gone_disrupted = {}  # (namespace, job) -> {pod name: DisruptionTarget reason}
-    memo.kube = Kube()
+    if memo.get("kube") is None:
+        memo.kube = Kube()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
+
+
+@kopf.on.startup()
+async def attach_probes(memo: kopf.Memo, **_: Any) -> None:
+    """The liveness probe checks this loop (health.py)."""
+    health = memo.get("health")
+    if health is not None:
+        health.attach(asyncio.get_running_loop())
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def count_jobs(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The watch-fed metrics (jobs by phase, world size, created, finished): on every replica."""
+    metrics = memo.get("metrics")
+    if metrics is not None:
+        metrics.job_event(event.get("type"), event.get("object") or {})
+
+
+def _leading(memo: kopf.Memo) -> bool:
+    """Whether this replica may act: no election, or it holds the Lease now (leader.py)."""
+    leader = memo.get("leader")
+    return leader is None or bool(leader.leading())
 
 
 # The index functions are async so that kopf calls them on the event loop: as plain functions they
@@ -166,6 +190,8 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     nodes_not_ready: kopf.Index[str, datetime | None],
     logger: logging.Logger | kopf.ObjectLogger,
 ) -> None:
+    if not _leading(memo):
+        return  # lost the lease since the tick checked: act on nothing
     memo.steady = memo.expected = None
     seen = pacing.seen(body, pods_by_job, nodes_not_ready)
     now = datetime.now(UTC)
@@ -184,6 +210,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         memo.expected = pacing.expect(seen, now, patched=_invalid(body, patch, message), created=(), deleted=())
         return
     kube: Kube = memo.kube
+    metrics = memo.get("metrics")
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
     later: list[dict[str, Any]] = []
     if decided.create:
@@ -205,6 +232,8 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         if event.creates and not created.intersection(event.creates):
             continue  # another reconcile created them already
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if metrics is not None:
+            metrics.decided(event.reason, event.cause)
     if decided.delete_job:
         kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)
         return
@@ -224,24 +253,35 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
 
 
 def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
-    reconcile(
-        kwargs["body"],
-        kwargs["patch"],
-        kwargs["memo"],
-        kwargs["pods_by_job"],
-        kwargs["nodes_not_ready"],
-        kwargs["logger"],
-    )
+    metrics = kwargs["memo"].get("metrics")
+    with metrics.reconciling() if metrics is not None else contextlib.nullcontext():
+        reconcile(
+            kwargs["body"],
+            kwargs["patch"],
+            kwargs["memo"],
+            kwargs["pods_by_job"],
+            kwargs["nodes_not_ready"],
+            kwargs["logger"],
+        )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
 async def reconcile_timer(**kwargs: Any) -> None:
     """A job's reconcile: at once when it appears, then every interval unless paced."""
     memo, now = kwargs["memo"], datetime.now(UTC)
+    if not _leading(memo):
+        return  # a standby (or a leader that has just lost the lease) reconciles nothing
     seen = pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])
     if pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(memo.get("steady"), seen, now):
         return
     # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
     context = contextvars.copy_context()
     run = functools.partial(context.run, _reconcile_kwargs, kwargs)
-    await asyncio.get_running_loop().run_in_executor(memo.executor, run)
+    metrics = memo.get("metrics")
+    if metrics is not None:
+        metrics.in_flight.inc()
+    try:
+        await asyncio.get_running_loop().run_in_executor(memo.executor, run)
+    finally:
+        if metrics is not None:
+            metrics.in_flight.dec()

@@ -10,6 +10,10 @@ client-go does; only then does the error fail the handler. Failing at once would
 the whole reconcile, which sends every create before the rejected one again (409s) and adds to
 the load that caused the 429.
 
+`--kube-api-qps`/`--kube-api-burst` (client-go's token bucket, `RateLimiter`) bound the requests
+sent here; 0, the default, sends them unthrottled (kopf's own watches and patches are never
+throttled by it).
+
 `map` sends independent requests concurrently (at most `CONCURRENT_REQUESTS` at once across all
 reconciles): a job's first reconcile creates 7-8 objects, and one after another they take 7-8
 round-trips of a loaded apiserver.
@@ -69,10 +73,32 @@ def send(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> 
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
+class RateLimiter:
+    """client-go's token bucket: `qps` tokens a second, at most `burst` saved; qps 0 never waits."""
+
+    def __init__(self, qps: float = 0.0, burst: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+        if qps < 0 or burst < 0 or (qps > 0 and burst < 1):
+            raise ValueError(f"--kube-api-qps {qps:g} and --kube-api-burst {burst}: need qps >= 0 and burst >= 1")
+        self.qps, self.burst, self._clock = qps, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def delay(self) -> float:
+        """Take a token; the seconds to wait before sending (0 when one was saved)."""
+        if self.qps == 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+            self._at = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+
 class Kube:
     """Shared API clients, built once at start-up and kept in kopf's memo."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: RateLimiter | None = None) -> None:
         try:
             config.load_incluster_config()
         except config.ConfigException:
@@ -88,6 +114,21 @@ class Kube:
         # that is not installed) resets it while another thread writes to it (KeyError 'resources')
         self._discovery = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
+        #: told (verb, HTTP code) of every request sent here (the metrics' apiserver counter)
+        self.observe: Callable[[str, int], None] = lambda verb, code: None
+        self.limiter = limiter or RateLimiter()
+
+    def _send(self, verb: str, ok: int, call: Callable[[], T]) -> T:
+        wait = self.limiter.delay()
+        if wait:
+            time.sleep(wait)
+        try:
+            result = send(call)
+        except ApiException as exc:
+            self.observe(verb, exc.status or 0)
+            raise
+        self.observe(verb, ok)
+        return result
 
     def map(self, call: Callable[[T], U], items: Iterable[T]) -> list[U]:
         """`call` on every item, concurrently; the results in order, or the first error raised."""
@@ -110,7 +151,7 @@ class Kube:
         try:
             resource = self._resource(manifest["apiVersion"], manifest["kind"])
             # serialize=False: the created object is not read, so it is not parsed into wrappers
-            send(lambda: resource.create(body=manifest, namespace=namespace, serialize=False))
+            self._send("create", 201, lambda: resource.create(body=manifest, namespace=namespace, serialize=False))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -128,7 +169,11 @@ class Kube:
     def delete_pod(self, namespace: str, deletion: Deletion) -> None:
         body = client.V1DeleteOptions(grace_period_seconds=deletion.grace_seconds, propagation_policy="Background")
         try:
-            send(lambda: self.core.delete_namespaced_pod(deletion.name, namespace, body=body, _preload_content=False))
+            self._send(
+                "delete",
+                200,
+                lambda: self.core.delete_namespaced_pod(deletion.name, namespace, body=body, _preload_content=False),
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -136,10 +181,12 @@ class Kube:
     def delete_job(self, namespace: str, name: str, group: str, version: str, plural: str) -> None:
         try:
             api = client.CustomObjectsApi(self.api)
-            send(
+            self._send(
+                "delete",
+                200,
                 lambda: api.delete_namespaced_custom_object(
                     group, version, namespace, plural, name, propagation_policy="Background"
-                )
+                ),
             )
         except ApiException as exc:
             if exc.status != 404:

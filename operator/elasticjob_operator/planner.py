@@ -64,6 +64,8 @@ class Event:
     message: str
     #: names of objects this event announces creating; posted only if one of them was created
     creates: tuple[str, ...] = ()
+    #: for a replaced worker: its failure class, `Deleted` or `Disrupted` (the metrics' label)
+    cause: str = ""
 
 
 @dataclass
@@ -141,8 +143,8 @@ class _Planner:
         if all(d.name != name for d in self.plan.delete):
             self.plan.delete.append(Deletion(name, grace, reason))
 
-    def _event(self, type_: str, reason: str, message: str, creates: tuple[str, ...] = ()) -> None:
-        self.plan.events.append(Event(type_, reason, message, creates))
+    def _event(self, type_: str, reason: str, message: str, creates: tuple[str, ...] = (), cause: str = "") -> None:
+        self.plan.events.append(Event(type_, reason, message, creates, cause))
 
     def _fail(self, reason: str, message: str) -> None:
         if self.failure is None:
@@ -213,16 +215,17 @@ class _Planner:
             name = f"{self.job.name}-worker-{i}"
             if name in self.obs.gone_disrupted and i not in w.uncounted and failure is None:
                 w.uncounted[i] = f"disrupted ({self.obs.gone_disrupted[name]})"
+            cause = failure.failure_class.value if failure else "Deleted"
             if i in w.uncounted and failure is None:
                 self._event("Normal", "WorkerDisrupted", f"worker {name} {w.uncounted[i]}; it will be replaced, "
-                            "not counted against backoffLimit")  # fmt: skip
+                            "not counted against backoffLimit", cause="Disrupted")  # fmt: skip
                 continue
             if i in w.uncounted:
                 self._event("Warning", "WorkerLost", f"worker {name} lost ({why}); replacing it, {w.uncounted[i]}: "
-                            "not counted against backoffLimit")  # fmt: skip
+                            "not counted against backoffLimit", cause=cause)  # fmt: skip
                 continue
             counted += 1
-            self._event("Warning", "WorkerLost", f"worker {name} lost ({why}); replacing it")
+            self._event("Warning", "WorkerLost", f"worker {name} lost ({why}); replacing it", cause=cause)
         replacements = self.previous.replacements + counted
         limit = self.job.spec.failure_policy.backoff_limit
         if replacements > limit:

@@ -127,3 +127,93 @@ def test_names_labels_and_pull_secrets_are_configurable(helm: str) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector["app.kubernetes.io/name"] == "ejop"
     assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "ejop"
+
+
+def test_leader_election_on_and_off(helm: str) -> None:
+    """On (the default): the flags, the Lease Role limited to its name, rolling updates; off: none of it."""
+    docs = render(helm)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--leader-elect" in container["command"]
+    assert "--leader-elect-resource-name=elasticjob-elasticjob-operator" in container["command"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "elasticjob-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["elasticjob-elasticjob-operator"], "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    assert not [d for d in docs if d["kind"] == "PodDisruptionBudget"]  # one replica: nothing to keep
+    off = render(helm, "--set", "leaderElection.enabled=false")
+    command = next(d for d in off if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert not [a for a in command if a.startswith("--leader-elect")]
+    assert not [d for d in off if d["kind"] in ("Role", "RoleBinding")]
+    assert next(d for d in off if d["kind"] == "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_two_replicas_get_a_disruption_budget_and_need_the_election(helm: str) -> None:
+    docs = render(helm, "--set", "replicaCount=2")
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "elasticjob-operator"
+    assert not [d for d in render(helm, "--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=false")
+                if d["kind"] == "PodDisruptionBudget"]  # fmt: skip
+    result = subprocess.run(
+        [helm, "template", "x", str(CHART), "--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "replicaCount" in result.stderr
+
+
+def test_metrics_service_monitor_and_dashboard(helm: str) -> None:
+    """On by default: the flag, the port, a Service and the dashboard; the ServiceMonitor when asked."""
+    docs = render(helm)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-bind-address=:8080" in container["command"]
+    assert {"name": "metrics", "containerPort": 8080} in container["ports"]
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics"}]
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["elasticjob.json"])["uid"] == "elasticjob-operator"
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]  # no CRD here, not asked
+    asked = render(
+        helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=kps"
+    )
+    monitor = next(d for d in asked if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    detected = render(helm, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    assert [d for d in detected if d["kind"] == "ServiceMonitor"]
+    off = render(helm, "--set", "metrics.enabled=false")
+    command = next(d for d in off if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--metrics-bind-address=0" in command
+    assert not [d for d in off if d["kind"] in ("Service", "ConfigMap", "ServiceMonitor")]
+
+
+def test_dashboard_queries_name_only_metrics_the_operator_serves() -> None:
+    from elasticjob_operator.metrics import Metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    served = {f.name + end for f in Metrics().registry.collect() for end in suffixes[f.type]}
+    dashboard = json.loads((CHART / "dashboards" / "elasticjob.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    named = {name for e in exprs for name in re.findall(r"\b(elasticjob_\w+)", e)}
+    assert named, exprs
+    assert named <= served, named - served
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Jobs by phase", "Worker-group restarts", "Recoveries", "World size"} <= titles
+
+
+def test_image_tag_defaults_to_the_app_version(helm: str) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+    def image(*args: str) -> str:
+        deployment = next(d for d in render(helm, *args) if d["kind"] == "Deployment")
+        return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    assert image() == f"elasticjob-operator:{app_version}"
+    assert image("--set", "image.tag=dev") == "elasticjob-operator:dev"

@@ -38,7 +38,14 @@ def operator(kube: Kube) -> Kube:
         kube.run("create", "namespace", OPERATOR_NS)
     kube.run("label", "--overwrite", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted")
     # pods of a lost node are replaced 10 s after it turns NotReady (chart default 30 s)
-    values = ["--set", "nodeLostGraceSeconds=10", *os.environ.get("ELASTICJOB_E2E_HELM_ARGS", "").split()]
+    # the images the suite builds are tagged `dev` (the chart's default tag is its appVersion)
+    values = [
+        "--set",
+        "nodeLostGraceSeconds=10",
+        "--set",
+        "image.tag=dev",
+        *os.environ.get("ELASTICJOB_E2E_HELM_ARGS", "").split(),
+    ]
     kube.helm(
         "upgrade", "--install", "elasticjob", str(REPO / "charts" / "elasticjob-operator"), "-n", OPERATOR_NS,
         "--wait", "--timeout", "180s", *values,

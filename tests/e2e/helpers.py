@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -95,11 +96,14 @@ class Kube:
             check=True,
         )
 
-    def pod_log(self, namespace: str, pod: str, container: str = "trainer") -> str:
+    def pod_log(self, namespace: str, pod: str, container: str = "trainer", previous: bool = False) -> str:
+        """A container's log; `previous`: its last terminated instance's (the local cluster keeps
+        one file per container across restarts, so it returns that file either way)."""
         if self.pod_logs is not None:
             path = self.pod_logs / namespace / pod / f"{container}.log"
             return path.read_text(errors="replace") if path.exists() else ""
-        return self.run("logs", "-n", namespace, pod, "-c", container, check=False).stdout
+        extra = ["--previous"] if previous else []
+        return self.run("logs", "-n", namespace, pod, "-c", container, *extra, check=False).stdout
 
     def kill_worker(self, namespace: str, pod: str, local_rank: int) -> int:
         """SIGKILL the training process of `local_rank` in `pod`; returns how many processes were hit.
@@ -137,6 +141,42 @@ class Kube:
             self._kind_restore_node(node)
             return
         self._node_fault_file(node).unlink(missing_ok=True)
+
+    def signal_pod(self, namespace: str, pod: str, sig: int) -> int:
+        """Send `sig` to the processes of `pod` (SIGSTOP: a hung pod); returns how many were hit.
+
+        On the local cluster pods are host processes, found by the POD_NAME/POD_NAMESPACE their
+        manifest puts in their environment; on kind, the container's init process, found through
+        containerd (`crictl inspect`) on the pod's node container.
+        """
+        if self.pod_logs is not None:
+            wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
+            pids = []
+            for entry in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        env = set(f.read().split(b"\0"))
+                except OSError:
+                    continue
+                if wanted <= env:
+                    pids.append(int(entry))
+            for pid in pids:
+                os.kill(pid, sig)
+            return len(pids)
+        found = self.json("get", "pod", pod, "-n", namespace)
+        node = self._kind_container(found["spec"]["nodeName"])
+        hit = 0
+        for status in found["status"].get("containerStatuses") or []:
+            cid = status.get("containerID", "").partition("://")[2]
+            if not cid:
+                continue
+            inspect = subprocess.run(
+                [DOCKER, "exec", node, "crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}", cid],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            self._docker("exec", node, "kill", f"-{sig}", inspect.stdout.strip())
+            hit += 1
+        return hit
 
     # --- kind: a node is a docker container named in the Node's providerID -----------------------
 
@@ -199,6 +239,39 @@ class Kube:
             for c in pod["spec"]["containers"]:
                 parts.append(f"--- log {name}/{c['name']}\n{self.pod_log(namespace, name, c['name'])[-3000:]}")
         return "\n".join(parts)
+
+
+#: the chart's Lease and metrics port for the release the e2e suite installs (conftest.operator)
+OPERATOR_LEASE = ("elasticjob-system", "elasticjob-elasticjob-operator")
+METRICS_PORT = 8080
+
+
+def lease_holder(kube: Kube) -> str | None:
+    """The operator pod that holds the leader Lease (identities are `<pod>_<suffix>`), or None."""
+    lease = kube.get("lease", OPERATOR_LEASE[1], OPERATOR_LEASE[0])
+    identity = ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
+    return identity.rpartition("_")[0] or None
+
+
+def operator_metrics(kube: Kube) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The leader's /metrics, through the apiserver's pod proxy (the same on every cluster), parsed
+    with prometheus-client's parser: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    leader = wait_for(lambda: lease_holder(kube), 60, "an operator leader", lambda: kube.story(OPERATOR_LEASE[0]))
+    path = f"/api/v1/namespaces/{OPERATOR_LEASE[0]}/pods/{leader}:{METRICS_PORT}/proxy/metrics"
+    text = kube.run("get", "--raw", path).stdout
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def moved(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
+    """How much one series moved between two scrapes (absent counts as 0)."""
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, describe: str, story: Callable[[], str]) -> T:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from .conftest import OPERATOR_NS
-from .helpers import Kube, job_manifests, phase, wait_for
+from .helpers import Kube, job_manifests, moved, operator_metrics, phase, wait_for
 from .test_training import final_result
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -105,16 +105,27 @@ def test_scale_down_drains_and_training_goes_on(operator: Kube, namespace: str) 
 
 @pytest.mark.kind("pod termination: SIGTERM, the grace period and the final status come from a real kubelet")
 def test_deleted_worker_pod_is_replaced(operator: Kube, namespace: str) -> None:
+    before = operator_metrics(operator)
     start(operator, namespace, "lost", replicas=2)
+    world = operator_metrics(operator)
+    assert world[("elasticjob_job_world_size", (("job", "lost"), ("namespace", namespace)))] == 4
     operator.run("delete", "pod", "lost-worker-1", "-n", namespace, "--wait=false")
     wait_for(lambda: status(operator, "lost", namespace).get("replacements") == 1, 120, "a replacement",
              lambda: operator.story(namespace))  # fmt: skip
     st = finish(operator, namespace, "lost", 4)
     assert st["replacements"] == 1
+    after = operator_metrics(operator)
+    assert moved(before, after, "elasticjob_worker_replacements_total", failure_class="Deleted") == 1
+    assert moved(before, after, "elasticjob_jobs_created_total") == 1
+    assert moved(before, after, "elasticjob_jobs_finished_total", result="Succeeded", reason="AllWorkersSucceeded") == 1
+    # store, 2 workers and the replacement, besides the store Service, ServiceAccount, Role and RoleBinding
+    assert moved(before, after, "elasticjob_apiserver_requests_total", verb="create", code="201") >= 8
+    assert after[("elasticjob_leader", ())] == 1
 
 
 @pytest.mark.kind("the store's startup and readiness probes are run by a real kubelet")
 def test_lost_store_is_recreated_and_agents_rejoin(operator: Kube, namespace: str) -> None:
+    before = operator_metrics(operator)
     start(operator, namespace, "store", replicas=2)
     operator.run("delete", "pod", "store-rdzv-g1", "-n", namespace, "--grace-period=0", "--force", "--wait=false")
     wait_for(lambda: status(operator, "store", namespace).get("rendezvous", {}).get("storeGeneration") == 2, 120,
@@ -122,6 +133,9 @@ def test_lost_store_is_recreated_and_agents_rejoin(operator: Kube, namespace: st
     finish(operator, namespace, "store", 4)
     reasons = {e["reason"] for e in operator.json("get", "events", "-n", namespace)["items"]}
     assert "StoreRecreated" in reasons
+    after = operator_metrics(operator)
+    assert moved(before, after, "elasticjob_store_recreations_total") == 1
+    assert moved(before, after, "elasticjob_jobs_finished_total", result="Succeeded", reason="AllWorkersSucceeded") == 1
 
 
 def test_killed_worker_process_restarts_the_group(operator: Kube, namespace: str) -> None:

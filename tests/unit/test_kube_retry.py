@@ -51,3 +51,17 @@ def test_other_errors_and_the_last_429_fail_at_once() -> None:
     with pytest.raises(ApiException):
         kube.send(always_429, sleep=waits.append)
     assert len(waits) == kube.RETRIES_429
+
+
+def test_rate_limiter_is_a_token_bucket() -> None:
+    from elasticjob_operator.kube import RateLimiter
+
+    now = [0.0]
+    bucket = RateLimiter(qps=10, burst=2, clock=lambda: now[0])
+    assert [bucket.delay(), bucket.delay()] == [0.0, 0.0]  # the burst
+    assert bucket.delay() == pytest.approx(0.1)  # then one token per 1/qps
+    now[0] = 1.0  # a second later the bucket is full again, never above burst
+    assert [bucket.delay(), bucket.delay(), round(bucket.delay(), 3)] == [0.0, 0.0, 0.1]
+    assert RateLimiter().delay() == 0.0  # qps 0: unthrottled
+    with pytest.raises(ValueError, match="burst >= 1"):
+        RateLimiter(qps=5, burst=0)
