@@ -194,18 +194,8 @@ class LeaderElector:
         if not may_take(record, s.identity, self._observed[1], started):
             return False
         lease.spec = next_spec(lease.spec, s, datetime.now(UTC))
-        try:
-            self._leases.replace_namespaced_lease(s.name, s.namespace, lease, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status != 409:
-                log.warning("leader election: writing lease %s/%s failed: %s", s.namespace, s.name, exc.reason)
-            return False
-        except Exception as exc:
-            log.warning("leader election: writing lease %s/%s failed: %s", s.namespace, s.name, exc)
-            return False
-        self._contact_at, self._renewed_at = time.monotonic(), started
-        self._observed = (Record.of(lease.spec), started)
-        return True
+        return self._write("writing", lambda: self._leases.replace_namespaced_lease(
+            s.name, s.namespace, lease, _request_timeout=timeout), lease, started)  # fmt: skip
 
     def _create(self, started: float, timeout: float) -> bool:
         s = self.settings
@@ -213,14 +203,20 @@ class LeaderElector:
             metadata=client.V1ObjectMeta(name=s.name, namespace=s.namespace),
             spec=next_spec(None, s, datetime.now(UTC)),
         )
+        return self._write("creating", lambda: self._leases.create_namespaced_lease(
+            s.namespace, lease, _request_timeout=timeout), lease, started)  # fmt: skip
+
+    def _write(self, what: str, call: Callable[[], Any], lease: client.V1Lease, started: float) -> bool:
+        """Send a lease write; on success we lead, counted from `started`. A 409: another won."""
+        s = self.settings
         try:
-            self._leases.create_namespaced_lease(s.namespace, lease, _request_timeout=timeout)
+            call()
         except ApiException as exc:
             if exc.status != 409:
-                log.warning("leader election: creating lease %s/%s failed: %s", s.namespace, s.name, exc.reason)
+                log.warning("leader election: %s lease %s/%s failed: %s", what, s.namespace, s.name, exc.reason)
             return False
         except Exception as exc:
-            log.warning("leader election: creating lease %s/%s failed: %s", s.namespace, s.name, exc)
+            log.warning("leader election: %s lease %s/%s failed: %s", what, s.namespace, s.name, exc)
             return False
         self._contact_at, self._renewed_at = time.monotonic(), started
         self._observed = (Record.of(lease.spec), started)

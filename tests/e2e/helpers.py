@@ -145,9 +145,9 @@ class Kube:
     def signal_pod(self, namespace: str, pod: str, sig: int) -> int:
         """Send `sig` to the processes of `pod` (SIGSTOP: a hung pod); returns how many were hit.
 
-        On the local cluster pods are host processes, found by the POD_NAME/POD_NAMESPACE their
-        manifest puts in their environment; on kind, the container's init process, found through
-        containerd (`crictl inspect`) on the pod's node container.
+        The processes are found by the POD_NAME/POD_NAMESPACE their manifest puts in their
+        environment: on the local cluster among the host's processes (pods are host processes), on
+        kind inside the pod's node container, which sees its containers' processes.
         """
         if self.pod_logs is not None:
             wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
@@ -163,20 +163,16 @@ class Kube:
             for pid in pids:
                 os.kill(pid, sig)
             return len(pids)
-        found = self.json("get", "pod", pod, "-n", namespace)
-        node = self._kind_container(found["spec"]["nodeName"])
-        hit = 0
-        for status in found["status"].get("containerStatuses") or []:
-            cid = status.get("containerID", "").partition("://")[2]
-            if not cid:
-                continue
-            inspect = subprocess.run(
-                [DOCKER, "exec", node, "crictl", "inspect", "--output", "go-template", "--template", "{{.info.pid}}", cid],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            self._docker("exec", node, "kill", f"-{sig}", inspect.stdout.strip())
-            hit += 1
-        return hit
+        node = self._kind_container(self.json("get", "pod", pod, "-n", namespace)["spec"]["nodeName"])
+        # the node container sees its containers' processes: the same environment scan, in there
+        script = (
+            'for p in /proc/[0-9]*; do e=$(tr "\\0" "\\n" 2>/dev/null < $p/environ) 2>/dev/null || continue; '
+            'echo "$e" | grep -qx "POD_NAME=$1" && echo "$e" | grep -qx "POD_NAMESPACE=$2" && kill -$3 ${p#/proc/} '
+            "&& echo hit; done; true"
+        )
+        out = subprocess.run([DOCKER, "exec", node, "sh", "-c", script, "sh", pod, namespace, str(int(sig))],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return out.split().count("hit")
 
     # --- kind: a node is a docker container named in the Node's providerID -----------------------
 
