@@ -54,8 +54,9 @@ def main() -> int:
         status = job.get("status", {})
         phase = status.get("phase", "")
         # rank 0 prints the step, and it runs in whichever worker pod the rendezvous made node 0
-        logs = (cluster.state / "pods" / NS).glob("synthetic-worker-*/trainer.log")
-        steps = [int(n) for log in logs for n in re.findall(r"step (\d+) loss", log.read_text(errors="replace"))]
+        pods = kubectl("get", "pods", "-n", NS, "-l", "elasticjob.io/job-name=synthetic", "-o", "name").split()
+        logs = [kubectl("logs", "-n", NS, pod, "-c", "trainer", check=False) for pod in pods if "-worker-" in pod]
+        steps = [int(n) for log in logs for n in re.findall(r"step (\d+) loss", log)]
         world = status.get("rendezvous", {}).get("worldSize") or "-"
         restarts = status.get("restarts", {}).get("total", 0)
         line = f"phase={phase or '-'} world={world} restarts={restarts} step={max(steps) if steps else '-'}"

@@ -50,4 +50,4 @@ def kube(request: pytest.FixtureRequest) -> Kube:
         return Kube(Path(external), k8s_bin_dir())
     cluster = request.getfixturevalue("local_cluster")
     assert cluster.bin is not None
-    return Kube(cluster.kubeconfig, cluster.bin, pod_logs=cluster.state / "pods", cluster_state=cluster.state)
+    return Kube(cluster.kubeconfig, cluster.bin, cluster_state=cluster.state)

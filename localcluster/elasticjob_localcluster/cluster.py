@@ -158,7 +158,7 @@ class Cluster:
         )
         (state / "agent.ready").unlink(missing_ok=True)
         network.setup_bridge()
-        make_pki(pki, ["127.0.0.1", network.GATEWAY, "10.96.0.1"])
+        make_pki(pki, ["127.0.0.1", network.GATEWAY, "10.96.0.1"], network.GATEWAY)
         kubeconfig = _kubeconfig(state, "kubeconfig")
         shutil.rmtree(state / "etcd", ignore_errors=True)
         self._start("etcd", [
@@ -176,6 +176,9 @@ class Cluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki}/sa.pub", f"--service-account-signing-key-file={pki}/sa.key",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true", "--profiling=false",
+            f"--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
+            f"--kubelet-certificate-authority={pki}/ca.crt", "--kubelet-preferred-address-types=InternalIP",
             "--event-ttl=1h", f"--feature-gates={GANG_GATES}", "--runtime-config=scheduling.k8s.io/v1alpha1=true",
             "--v=1",
         ])  # fmt: skip

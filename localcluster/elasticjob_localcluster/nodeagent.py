@@ -2,7 +2,8 @@
 
 One process serves every fake node of the cluster (`python -m elasticjob_localcluster agent`).
 Each loop it lists pods and Services, starts a `PodRunner` for each new pod bound to one of its
-nodes, passes deletions on, answers cluster DNS from the pods it runs, renews each node's Lease
+nodes, passes deletions on, answers cluster DNS from the pods it runs, serves the kubelet API
+for `kubectl logs` (`kubeletapi`), renews each node's Lease
 and Ready condition, and obeys fault files: `<state>/nodes/<node>/lost` makes that node stop its
 heartbeats and SIGKILL its pods' processes at once, until the file is removed; then the node's
 pods that lost their processes report Failed (reason NodeLost), as after a reboot.
@@ -27,7 +28,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from elasticjob_localcluster import network
+from elasticjob_localcluster import kubeletapi, network
 from elasticjob_localcluster.dns import DnsServer
 from elasticjob_localcluster.podrunner import PodRunner, Settings
 
@@ -70,6 +71,7 @@ class NodeAgent:
         config.load_kube_config(str(state / "kubeconfig"))
         self.core = client.CoreV1Api()
         self.coord = client.CoordinationV1Api()
+        self.authz = client.AuthorizationV1Api()
         self.runners: dict[str, PodRunner] = {}
         self.pods: list[dict[str, Any]] = []
         self.services: list[dict[str, Any]] = []
@@ -119,10 +121,12 @@ class NodeAgent:
             for cond in (current.status.conditions if current.status else None) or []:
                 if cond.type == "Ready" and cond.status == "True" and cond.last_transition_time:
                     ready["lastTransitionTime"] = cond.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.core.patch_node_status(
-                node,
-                {"status": {"conditions": [ready], "addresses": [{"type": "InternalIP", "address": network.GATEWAY}]}},
-            )
+            status = {
+                "conditions": [ready],
+                "addresses": [{"type": "InternalIP", "address": network.GATEWAY}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": kubeletapi.PORT}},
+            }
+            self.core.patch_node_status(node, {"status": status})
             lease = {
                 "metadata": {"name": node, "namespace": "kube-node-lease"},
                 "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": micro_now()},
@@ -163,6 +167,29 @@ class NodeAgent:
             ):
                 ips.append(status["podIP"])
         return sorted(ips)
+
+    # --- the kubelet API -------------------------------------------------------------------
+
+    def find_pod(self, namespace: str, name: str) -> kubeletapi.PodRef | None:
+        for pod in self.pods:
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            if meta["namespace"] == namespace and meta["name"] == name and spec.get("nodeName") in self.nodes:
+                names = [c["name"] for c in [*(spec.get("initContainers") or []), *spec["containers"]]]
+                return kubeletapi.PodRef(spec["nodeName"], meta["uid"], tuple(names))
+        return None
+
+    def writing(self, uid: str, container: str, restart: int) -> bool:
+        runner = self.runners.get(uid)
+        return runner is not None and runner.writing(container, restart)
+
+    def kubelet_server(self) -> kubeletapi.KubeletServer:
+        backend = kubeletapi.Backend(
+            state=self.state,
+            find_pod=self.find_pod,
+            running=self.writing,
+            allowed=kubeletapi.AuthzCache(kubeletapi.subject_access_review(self.authz)),
+        )
+        return kubeletapi.KubeletServer((network.GATEWAY, kubeletapi.PORT), backend, self.state / "pki")
 
     # --- pods -----------------------------------------------------------------------------
 
@@ -215,6 +242,8 @@ class NodeAgent:
     def run(self) -> None:
         dns = DnsServer(network.GATEWAY, self.lookup)
         dns.start()
+        kubelet = self.kubelet_server()
+        kubelet.start()
         self.register()
         (self.state / "agent.ready").write_text("1")
         while not self.stop.is_set():
@@ -231,6 +260,8 @@ class NodeAgent:
         for runner in self.runners.values():
             runner.finished.wait(40)
         dns.close()
+        kubelet.shutdown()
+        kubelet.server_close()
 
 
 def main(state: Path) -> int:

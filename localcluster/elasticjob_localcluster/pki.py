@@ -1,8 +1,10 @@
 """Certificates and keys for the local control plane, made with the `openssl` command.
 
 A CA, the API server's serving certificate (with the addresses pods and the host use), an admin
-client certificate (group system:masters) for the kubeconfig, and the service-account signing
-key pair. Limits: RSA 2048, valid 10 days; meant for throw-away test clusters only.
+client certificate (group system:masters) for the kubeconfig, the nodes' kubelet serving
+certificate (the nodes' address) with the API server's client certificate for it (kubeadm's
+`apiserver-kubelet-client`), and the service-account signing key pair.
+Limits: RSA 2048, valid 10 days; meant for throw-away test clusters only.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _sign(pki: Path, name: str, subject: str, extensions: str) -> None:
     )  # fmt: skip
 
 
-def make_pki(pki: Path, server_ips: list[str]) -> None:
+def make_pki(pki: Path, server_ips: list[str], node_ip: str) -> None:
     """Write everything into `pki` (idempotent: an existing CA is reused)."""
     pki.mkdir(parents=True, exist_ok=True)
     if not (pki / "ca.crt").exists():
@@ -45,5 +47,8 @@ def make_pki(pki: Path, server_ips: list[str]) -> None:
     sans = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{ip}" for ip in server_ips)])
     _sign(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
     _sign(pki, "admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth\n")
+    _sign(pki, "kubelet", "/CN=elasticjob-node-agent", f"subjectAltName=IP:{node_ip}\nextendedKeyUsage=serverAuth\n")
+    client = "/O=system:masters/CN=kube-apiserver-kubelet-client"
+    _sign(pki, "apiserver-kubelet-client", client, "extendedKeyUsage=clientAuth\n")
     _run("genrsa", "-out", str(pki / "sa.key"), "2048")
     _run("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))

@@ -5,8 +5,9 @@ projected service-account token/CA/namespace, downwardAPI namespace) bound at th
 its containers started through `podinit`. Init containers run first, in order. Restart policy,
 httpGet readiness probes and deletion with grace periods (SIGTERM, then SIGKILL) are honoured;
 the container's termination message file (terminationMessagePath) is reported like a kubelet
-does. Limits: no images (commands run with the project's Python environment), no resource
-limits or securityContext enforcement, exec probes are not run (they count as passing).
+does; stdout and stderr go to one CRI-format log per container instance (`containerlogs`).
+Limits: no images (commands run with the project's Python environment), no resource limits or
+securityContext enforcement, exec probes are not run (they count as passing).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from elasticjob_localcluster import network
+from elasticjob_localcluster import containerlogs, network
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +92,8 @@ class Container:
     mnt_ns: str | None = None
     #: an open descriptor of `mnt_ns`, so its id cannot be reused while the container is tracked
     mnt_fd: int | None = None
+    #: the current instance's log (containerlogs' layout), written from its stdout and stderr pipes
+    log: containerlogs.LogWriter | None = None
 
     @property
     def name(self) -> str:
@@ -128,6 +131,8 @@ class PodRunner:
         self.dir = self.settings.state / "pods" / self.namespace / self.name
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"pod-{self.name}")
         self._last_status: dict[str, Any] = {}
+        #: the pod's containers by name (init containers too), once its life has begun
+        self.containers: dict[str, Container] = {}
 
     # --- API ------------------------------------------------------------------------------
 
@@ -270,7 +275,6 @@ class PodRunner:
         keep = sorted({str(REPO), sys.prefix, sys.base_prefix})
         spec_json = {"mounts": mounts, "command": command, "env": env, "hostname": self.name, "keep": keep}
         init.write_text(json.dumps({**spec_json, "workingDir": spec.get("workingDir")}))
-        log_file = open(self.dir / f"{c.name}.log", "ab")  # noqa: SIM115 (kept open by the child)
         if not command:
             c.terminated = {
                 "exitCode": 128,
@@ -281,9 +285,13 @@ class PodRunner:
         c.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "--uts",
              sys.executable, "-m", "elasticjob_localcluster.podinit", str(init)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        log_file.close()
+        if c.proc.stdout is None or c.proc.stderr is None:
+            raise RuntimeError("Popen gave no pipes")
+        pod_logs = containerlogs.log_dir(self.settings.state, self.namespace, self.name, self.uid)
+        path = containerlogs.instance_path(pod_logs, c.name, c.restarts)
+        c.log = containerlogs.LogWriter(path, c.proc.stdout, c.proc.stderr)
         self._release_ns(c)
         deadline = time.monotonic() + 5
         while c.mnt_ns is None and time.monotonic() < deadline and c.proc.poll() is None:
@@ -428,6 +436,13 @@ class PodRunner:
     def start(self) -> None:
         self.thread.start()
 
+    def writing(self, container: str, restart: int) -> bool:
+        """Whether that instance of the container may still add to its log (its pipes are open)."""
+        c = self.containers.get(container)
+        if c is None or c.log is None or c.restarts != restart:
+            return False
+        return any(t.is_alive() for t in c.log.threads)
+
     def _run(self) -> None:
         try:
             self._life()
@@ -457,6 +472,7 @@ class PodRunner:
         policy = spec.get("restartPolicy", "Always")
         inits = [Container(c) for c in spec.get("initContainers") or []]
         containers = [Container(c) for c in spec["containers"]]
+        self.containers = {c.name: c for c in [*inits, *containers]}
         self._patch_status(self._status("Pending", containers, False, started))
         try:
             for init in inits:
@@ -526,6 +542,6 @@ class _suppress:
 
 
 def cleanup_pod_dirs(state: Path) -> None:
-    pods = state / "pods"
-    if pods.exists():
-        shutil.rmtree(pods, ignore_errors=True)
+    for name in ("pods", "pod-logs"):
+        if (state / name).exists():
+            shutil.rmtree(state / name, ignore_errors=True)

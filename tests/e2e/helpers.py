@@ -49,9 +49,8 @@ print(hit)
 class Kube:
     kubeconfig: Path
     bin_dir: Path
-    #: where the local cluster keeps pod logs (None on another cluster: `kubectl logs` is used)
-    pod_logs: Path | None = None
-    #: the local cluster's state directory, where fault files make its node agent lose a node
+    #: the local cluster's state directory (None on another cluster): its node agent's fault files,
+    #: and the mark that pods are host processes
     cluster_state: Path | None = None
     #: the kind cluster the suite runs on (ELASTICJOB_E2E_KIND): a node is lost by killing its container
     kind_cluster: str | None = None
@@ -97,11 +96,7 @@ class Kube:
         )
 
     def pod_log(self, namespace: str, pod: str, container: str = "trainer", previous: bool = False) -> str:
-        """A container's log; `previous`: its last terminated instance's (the local cluster keeps
-        one file per container across restarts, so it returns that file either way)."""
-        if self.pod_logs is not None:
-            path = self.pod_logs / namespace / pod / f"{container}.log"
-            return path.read_text(errors="replace") if path.exists() else ""
+        """`kubectl logs` of a container; `previous`: of its last terminated instance (empty if none)."""
         extra = ["--previous"] if previous else []
         return self.run("logs", "-n", namespace, pod, "-c", container, *extra, check=False).stdout
 
@@ -112,7 +107,7 @@ class Kube:
         same finder runs inside the trainer container through `kubectl exec`.
         """
         args = [pod, namespace, str(local_rank)]
-        if self.pod_logs is not None:
+        if self.cluster_state is not None:
             out = subprocess.run(
                 [sys.executable, "-c", KILL_WORKER, *args], capture_output=True, text=True, check=True
             ).stdout
@@ -149,7 +144,7 @@ class Kube:
         environment: on the local cluster among the host's processes (pods are host processes), on
         kind inside the pod's node container, which sees its containers' processes.
         """
-        if self.pod_logs is not None:
+        if self.cluster_state is not None:
             wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
             pids = []
             for entry in filter(str.isdigit, os.listdir("/proc")):

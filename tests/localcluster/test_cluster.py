@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,6 @@ import pytest
 from tests.e2e.helpers import Kube, wait_for
 
 PY = "python"
-
-
-@pytest.fixture
-def ns(kube: Kube, local_cluster: Any) -> Any:
-    name = f"lc-{uuid.uuid4().hex[:6]}"
-    kube.run("create", "namespace", name)
-    yield name
-    kube.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
