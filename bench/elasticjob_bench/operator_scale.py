@@ -95,6 +95,7 @@ OPERATOR_WRITES = {
     ("POST", "", "serviceaccounts", ""),
     ("POST", "rbac.authorization.k8s.io", "roles", ""),
     ("POST", "rbac.authorization.k8s.io", "rolebindings", ""),
+    ("POST", "networking.k8s.io", "networkpolicies", ""),
     ("POST", "", "events", ""),
     ("PATCH", "elasticjob.io", "elasticjobs", ""),
     ("PATCH", "elasticjob.io", "elasticjobs", "status"),

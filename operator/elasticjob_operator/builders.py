@@ -307,6 +307,38 @@ def build_store_service(job: ElasticJob) -> Manifest:
     }
 
 
+def build_store_network_policy(job: ElasticJob) -> Manifest:
+    """NetworkPolicy `<job>-rdzv`: only this job's worker pods may open the store's c10d port.
+
+    torch's TCPStore has no authentication, so without it any pod in the cluster can read and
+    write the job's rendezvous. The policy selects every store generation's pod (the job's store
+    labels, not the generation label) and admits TCP to the rendezvous port from pods with this
+    job's worker labels. A podSelector without a namespaceSelector matches in the policy's own
+    namespace only, so a job of the same name in another namespace does not match.
+
+    The store's health port gets no rule: only the kubelet's probes use it, and traffic from the
+    pod's own node is always allowed (Kubernetes' NetworkPolicy semantics). Limits: ingress only
+    (the store's egress is not restricted); a pod in the same namespace that someone labels as one
+    of this job's workers is admitted; it takes effect only where the network plugin enforces
+    NetworkPolicy (docs/security.md).
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(job, naming.store_service_name(job), naming.job_labels(job, naming.ROLE_STORE), {}),
+        "spec": {
+            "podSelector": {"matchLabels": naming.job_labels(job, naming.ROLE_STORE)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": naming.job_labels(job, naming.ROLE_WORKER)}}],
+                    "ports": [{"protocol": "TCP", "port": job.spec.rendezvous.port}],
+                }
+            ],
+        },
+    }
+
+
 def build_rbac(job: ElasticJob) -> list[Manifest]:
     """ServiceAccount, Role and RoleBinding: the job's pods may get/patch only this job's status."""
     name = naming.service_account_name(job)
@@ -382,9 +414,13 @@ def build_pod_group(job: ElasticJob) -> Manifest | None:
     }
 
 
-def build_owned_objects(job: ElasticJob) -> list[Manifest]:
-    """Everything a job owns besides its pods: RBAC, the store Service, the optional PodGroup."""
+def build_owned_objects(job: ElasticJob, *, store_network_policy: bool = False) -> list[Manifest]:
+    """Everything a job owns besides its pods: RBAC, the store Service, the store's NetworkPolicy
+    when `store_network_policy` (the operator's `--store-network-policy`, on by default there), the
+    optional PodGroup."""
     objects = [*build_rbac(job), build_store_service(job)]
+    if store_network_policy:
+        objects.append(build_store_network_policy(job))
     group = build_pod_group(job)
     if group is not None:
         objects.append(group)

@@ -8,6 +8,9 @@ operators are scripted against (`--health-probe-bind-address`, `--leader-elect`,
 With `--leader-elect` every replica runs kopf's watches and indexes (so a standby takes over
 warm), and only the Lease holder reconciles (leader.py). A leader that loses the lease exits at
 once with status 1, as controller-runtime's managers do, and comes back as a standby.
+
+Settings the handlers read at each reconcile (`--store-network-policy`) travel in kopf's memo,
+not in the environment.
 """
 
 from __future__ import annotations
@@ -134,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[ELASTICJOB_NODE_LOST_GRACE_SECONDS]",
     )
     parser.add_argument(
+        "--store-network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give each job a NetworkPolicy that admits only its worker pods to its rendezvous store's port "
+        "(needs a network plugin that enforces NetworkPolicy; docs/security.md)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("ELASTICJOB_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -197,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=namespaces,
             standalone=True,
             ready_flag=ready,
-            memo=kopf.Memo(kube=kube, leader=elector, health=health, metrics=metrics),
+            memo=kopf.Memo(
+                kube=kube,
+                leader=elector,
+                health=health,
+                metrics=metrics,
+                store_network_policy=opts.store_network_policy,
+            ),
         )
     finally:
         if elector is not None:

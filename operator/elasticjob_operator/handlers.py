@@ -214,7 +214,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
     later: list[dict[str, Any]] = []
     if decided.create:
-        owned = builders.build_owned_objects(job)
+        owned = builders.build_owned_objects(job, store_network_policy=memo.get("store_network_policy", True))
         later = [obj for obj in owned if obj["kind"] == "RoleBinding"]
         problems = kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"])
         if job.spec.scheduling.gang:

@@ -15,7 +15,7 @@ sent here; 0, the default, sends them unthrottled (kopf's own watches and patche
 throttled by it).
 
 `map` sends independent requests concurrently (at most `CONCURRENT_REQUESTS` at once across all
-reconciles): a job's first reconcile creates 7-8 objects, and one after another they take 7-8
+reconciles): a job's first reconcile creates 8-9 objects, and one after another they take 8-9
 round-trips of a loaded apiserver.
 """
 

@@ -217,3 +217,25 @@ def test_image_tag_defaults_to_the_app_version(helm: str) -> None:
 
     assert image() == f"elasticjob-operator:{app_version}"
     assert image("--set", "image.tag=dev") == "elasticjob-operator:dev"
+
+
+def test_store_network_policy_on_and_off(helm: str) -> None:
+    """On (the default): the operator's flag and a create-only RBAC rule; off: the negated flag, no rule."""
+    rule = {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]}
+
+    def command_and_rules(*args: str) -> tuple[list[str], list[dict[str, Any]]]:
+        docs = render(helm, *args)
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        return deployment["spec"]["template"]["spec"]["containers"][0]["command"], role["rules"]
+
+    command, rules = command_and_rules()
+    assert "--store-network-policy" in command and "--no-store-network-policy" not in command
+    assert rule in rules
+    assert [r for r in rules if "networkpolicies" in r["resources"]] == [rule]
+    command, rules = command_and_rules("--set", "storeNetworkPolicy.enabled=false")
+    assert "--no-store-network-policy" in command and "--store-network-policy" not in command
+    assert not [r for r in rules if "networkpolicies" in r["resources"]]
+    from elasticjob_operator.cli import build_parser
+
+    assert build_parser().parse_args([]).store_network_policy is True  # the flag's default matches the chart's

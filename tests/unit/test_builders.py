@@ -153,3 +153,64 @@ def test_pytorchjob_container_name_is_the_trainer() -> None:
     )
     pod = builders.build_worker_pod(ElasticJob.model_validate(job), 0)
     assert [c["command"][0] for c in pod["spec"]["containers"]] == ["python", "sleep", "elasticjob-launch"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes' label selector semantics for `matchLabels` (every pair present); the only form the
+    builders write, so anything else fails the test rather than being misread."""
+    assert set(selector) == {"matchLabels"}, selector
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def _labels(manifest: dict[str, Any]) -> dict[str, str]:
+    return dict(manifest["metadata"]["labels"])
+
+
+def test_store_network_policy_golden(job_body: dict[str, Any]) -> None:
+    check_golden("store-network-policy.yaml", builders.build_store_network_policy(ElasticJob.model_validate(job_body)))
+
+
+def test_store_network_policy_selects_every_store_generation_and_no_worker(job_body: dict[str, Any]) -> None:
+    job = ElasticJob.model_validate(job_body)
+    policy = builders.build_store_network_policy(job)
+    assert policy["metadata"]["name"] == builders.build_store_service(job)["metadata"]["name"] == "mnist-rdzv"
+    assert policy["metadata"]["namespace"] == "team-a"
+    assert policy["metadata"]["ownerReferences"] == builders.build_store_service(job)["metadata"]["ownerReferences"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    for generation in (0, 1, 7):
+        assert _selects(policy["spec"]["podSelector"], _labels(builders.build_store_pod(job, generation)))
+    for index in (0, 2):
+        assert not _selects(policy["spec"]["podSelector"], _labels(builders.build_worker_pod(job, index)))
+    other = ElasticJob.model_validate({**job_body, "metadata": {**job_body["metadata"], "name": "other"}})
+    assert not _selects(policy["spec"]["podSelector"], _labels(builders.build_store_pod(other, 1)))
+
+
+def test_store_network_policy_admits_this_jobs_workers_only_on_the_store_port() -> None:
+    body = make_job({"rendezvous": {"port": 29555}})
+    job = ElasticJob.model_validate(body)
+    other = make_job({"rendezvous": {"port": 29555}})
+    other["metadata"].update(name="other", uid="9")
+    # another job whose template claims this job's name: the builder's own labels win
+    other["spec"]["template"]["metadata"]["labels"]["elasticjob.io/job-name"] = "mnist"
+    other_job = ElasticJob.model_validate(other)
+    [rule] = builders.build_store_network_policy(job)["spec"]["ingress"]
+    [peer] = rule["from"]
+    assert set(peer) == {"podSelector"}  # no namespaceSelector, no ipBlock: this namespace's pods only
+    for index in (0, 2):
+        assert _selects(peer["podSelector"], _labels(builders.build_worker_pod(job, index)))
+    assert not _selects(peer["podSelector"], _labels(builders.build_worker_pod(other_job, 0)))
+    assert not _selects(peer["podSelector"], _labels(builders.build_store_pod(job, 1)))
+    store_ports = builders.build_store_pod(job, 1)["spec"]["containers"][0]["ports"]
+    c10d = next(p for p in store_ports if p["name"] == "c10d")
+    assert rule["ports"] == [{"protocol": "TCP", "port": c10d["containerPort"]}]
+    assert c10d["containerPort"] == 29555  # the health port gets no rule: only the kubelet probes it
+
+
+def test_owned_objects_have_the_network_policy_only_when_asked() -> None:
+    job = ElasticJob.model_validate(make_job())
+    kinds = [o["kind"] for o in builders.build_owned_objects(job)]
+    assert "NetworkPolicy" not in kinds
+    assert "NetworkPolicy" not in [o["kind"] for o in builders.build_owned_objects(job, store_network_policy=False)]
+    owned = builders.build_owned_objects(job, store_network_policy=True)
+    assert [o for o in owned if o["kind"] == "NetworkPolicy"] == [builders.build_store_network_policy(job)]
+    assert len(owned) == len(kinds) + 1
