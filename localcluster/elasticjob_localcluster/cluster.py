@@ -157,6 +157,7 @@ class Cluster:
             json.dumps({"nodes": [asdict(n) for n in self.nodes], "api_port": API_PORT})
         )
         (state / "agent.ready").unlink(missing_ok=True)
+        network.ensure_nft()
         network.setup_bridge()
         make_pki(pki, ["127.0.0.1", network.GATEWAY, "10.96.0.1"], network.GATEWAY)
         kubeconfig = _kubeconfig(state, "kubeconfig")

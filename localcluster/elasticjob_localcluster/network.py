@@ -20,6 +20,8 @@ reach nothing beyond this host's addresses (traffic routed on from GATEWAY is th
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def setup_bridge() -> None:
         _ip("addr", "add", f"{GATEWAY}/{PREFIX}", "dev", HOST_IF)
     _ip("-n", NET_NS, "link", "set", HOST_PEER, "master", BRIDGE, "up")
     _ip("link", "set", HOST_IF, "up")
+
+
+def ensure_nft() -> None:
+    """The `nft` command the NetworkPolicy enforcer loads its table with (Debian's nftables, installed once)."""
+    if shutil.which("nft") is not None:
+        return
+    print("installing Debian's nftables (the local cluster's NetworkPolicy enforcer uses nft), once", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nftables"], check=True, capture_output=True, env=env)
 
 
 def netns_name(uid: str) -> str:

@@ -3,9 +3,9 @@
 One process serves every fake node of the cluster (`python -m elasticjob_localcluster agent`).
 Each loop it lists pods and Services, starts a `PodRunner` for each new pod bound to one of its
 nodes, passes deletions on, answers cluster DNS from the pods it runs, serves the kubelet API
-for `kubectl logs` (`kubeletapi`), renews each node's Lease
-and Ready condition, and obeys fault files: `<state>/nodes/<node>/lost` makes that node stop its
-heartbeats and SIGKILL its pods' processes at once, until the file is removed; then the node's
+for `kubectl logs` (`kubeletapi`), enforces NetworkPolicies in the pod network (`netpol`),
+renews each node's Lease and Ready condition, and obeys fault files: `<state>/nodes/<node>/lost`
+makes that node stop its heartbeats and SIGKILL its pods' processes at once, until the file is removed; then the node's
 pods that lost their processes report Failed (reason NodeLost), as after a reboot.
 Limits: polling (0.5 s) rather than watches, sized for tests and the demo; simulate-mode nodes
 report pods Running without running them (for scale benchmarks).
@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from elasticjob_localcluster import kubeletapi, network
+from elasticjob_localcluster import kubeletapi, netpol, network
 from elasticjob_localcluster.dns import DnsServer
 from elasticjob_localcluster.podrunner import PodRunner, Settings
 
@@ -72,6 +73,8 @@ class NodeAgent:
         self.core = client.CoreV1Api()
         self.coord = client.CoordinationV1Api()
         self.authz = client.AuthorizationV1Api()
+        self.networking = client.NetworkingV1Api()
+        self.enforcer = netpol.Enforcer()
         self.runners: dict[str, PodRunner] = {}
         self.pods: list[dict[str, Any]] = []
         self.services: list[dict[str, Any]] = []
@@ -204,6 +207,7 @@ class NodeAgent:
         self.services = raw_items(self.core.list_service_for_all_namespaces(_preload_content=False))
         self.pods = pods
         seen = set()
+        new: list[PodRunner] = []
         for pod in pods:
             node = (pod.get("spec") or {}).get("nodeName")
             if node not in self.nodes:
@@ -224,7 +228,7 @@ class NodeAgent:
                     settings = Settings(**{**asdict(settings), "simulate": True})
                 runner = PodRunner(self.core, pod, self._alloc_ip(), settings)
                 self.runners[uid] = runner
-                runner.start()
+                new.append(runner)
             runner.pod["metadata"] = pod["metadata"]
             if pod["metadata"].get("deletionTimestamp"):
                 runner.delete_requested.set()
@@ -232,12 +236,30 @@ class NodeAgent:
                 runner.lost.set()
             else:
                 runner.lost.clear()
+        self.enforce()  # before new pods start, so their first packets already meet the policies
+        for runner in new:
+            runner.start()
         for uid, runner in list(self.runners.items()):
             if uid not in seen:
                 runner.gone.set()  # the object is gone (force-deleted): stop at once
                 runner.delete_requested.set()
             if runner.finished.is_set():
                 del self.runners[uid]
+
+    def enforce(self) -> None:
+        """The NetworkPolicies, over the pods this agent runs (their addresses are its own)."""
+        policies = raw_items(self.networking.list_network_policy_for_all_namespaces(_preload_content=False))
+        if not policies and self.enforcer.loaded is None:
+            return  # nothing to enforce yet: the pod network stays as it started
+        namespaces = {
+            ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
+            for ns in raw_items(self.core.list_namespace(_preload_content=False))
+        }
+        pods = [netpol.pod_from_api(r.pod, r.ip) for r in self.runners.values() if not r.settings.simulate]
+        try:
+            self.enforcer.apply(netpol.compile_ingress(policies, pods, namespaces))
+        except subprocess.CalledProcessError as exc:  # a rule nft refused: said, and tried again next loop
+            log.error("nft refused the NetworkPolicy table: %s", exc.stderr)
 
     def run(self) -> None:
         dns = DnsServer(network.GATEWAY, self.lookup)
