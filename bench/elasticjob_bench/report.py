@@ -16,6 +16,7 @@ GOALS = {
     "b5": "< 2 s",
     "b3": "64 agents <= 3 s, 128 <= 6 s, 256 <= 15 s, no livelock",
     "b4": "1,000 jobs Running in < 60 s, operator RSS < 300 MiB",
+    "b6": "<= 20 s with the default lease",
 }
 B4_GOAL_S, B4_GOAL_RSS = 60.0, 300.0
 B3_GOALS = {64: 3.0, 128: 6.0, 256: 15.0}
@@ -255,6 +256,30 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{v} %"
 
 
+def _b6(b: dict[str, Any]) -> list[str]:
+    lease = b["lease_s"]
+    lines = [
+        "## B6 operator failover",
+        "",
+        "Two operator replicas with leader election (lease "
+        f"{lease['leaseDuration']} s, renew deadline {lease['renewDeadline']} s, retry {lease['retryPeriod']} s: "
+        "the chart's defaults) and one job on a simulated node. Each run changes the job's spec and times "
+        "until its `status.observedGeneration` shows a reconcile saw it; right before the change, the leader "
+        "pod is deleted (`deleted`: a clean stop, which releases the lease) or its processes are stopped "
+        "with SIGSTOP (`hung`: the standby waits for the lease to expire). Baseline: the same change with a "
+        f"healthy leader, in the same run. {b['runs']} runs of each, interleaved; every fault run checks "
+        "that the other replica took the lease.",
+        "",
+        "| scenario | median | ratio vs baseline | runs | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for r in b["rows"]:
+        goal = "-" if r["goal_met"] is None else f"{GOALS['b6']}: {_met(r['goal_met'])}"
+        runs = ", ".join(f"{v} s" for v in r["runs_s"])
+        lines.append(f"| {r['scenario']} | {r['median_s']} s | {r['ratio_vs_baseline']} | {runs} | {goal} |")
+    return [*lines, ""]
+
+
 def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], doc_dir: Path) -> str:
     m = results["machine"]
 
@@ -331,13 +356,15 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         lines += _b4(results["b4"])
     if "b5b" in results:
         lines += _b5b(results["b5b"])
+    if "b6" in results:
+        lines += _b6(results["b6"])
     if plot_paths:
         lines += ["## Plots", ""] + [f"![{p.stem}]({rel(p)})" for p in plot_paths] + [""]
     lines += [
         "## Reproduce",
         "",
         "```sh",
-        "make bench-quick   # B1, B2/B5, B3, B4 and B5b with fewer sizes, runs and variants",
+        "make bench-quick   # B1, B2/B5, B3, B4, B5b and B6 with fewer sizes, runs and variants",
         "make bench         # every size, more runs",
         ".venv/bin/python -m elasticjob_bench --only b3   # one benchmark",
         "```",

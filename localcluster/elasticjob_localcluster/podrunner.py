@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG = "/dev/termination-log"
+#: a running container's mount namespace, in its directory (pod_pids reads it)
+MNT_NS_FILE = "mnt_ns"
 
 
 def now() -> str:
@@ -74,6 +76,18 @@ def pids_in_mount_ns(ns: str) -> list[int]:
 
 
 _AGENT_MOUNT_NS = mount_ns(os.getpid())
+
+
+def pod_pids(state: Path, namespace: str, pod: str) -> list[int]:
+    """Every process of a pod's running containers on the local cluster in `state` (for faults a
+    test or benchmark makes for real: SIGSTOP for a hung pod, SIGKILL for a crashed one)."""
+    found: list[int] = []
+    for ns_file in (state / "pods" / namespace / pod / "containers").glob(f"*/{MNT_NS_FILE}"):
+        try:
+            found += pids_in_mount_ns(ns_file.read_text())
+        except FileNotFoundError:  # the container just ended
+            continue
+    return sorted(found)
 
 
 @dataclass
@@ -302,6 +316,8 @@ class PodRunner:
                 if pinned is not None:
                     os.close(pinned[1])
                 time.sleep(0.01)
+        if c.mnt_ns is not None:
+            (cdir / MNT_NS_FILE).write_text(c.mnt_ns)  # for pod_pids; removed with the descriptor
         c.started_at, c.terminated, c.ready = now(), None, False
         c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
         c.next_live = time.monotonic() + float((spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
@@ -344,11 +360,11 @@ class PodRunner:
                 c.proc.wait()
                 self._reap(c)
 
-    @staticmethod
-    def _release_ns(c: Container) -> None:
+    def _release_ns(self, c: Container) -> None:
         if c.mnt_fd is not None:
             os.close(c.mnt_fd)
         c.mnt_ns, c.mnt_fd = None, None
+        (self.dir / "containers" / c.name / MNT_NS_FILE).unlink(missing_ok=True)
 
     @staticmethod
     def _kill_leftovers(c: Container) -> None:

@@ -19,7 +19,6 @@ time, so reconciles of one job never overlap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -38,6 +37,7 @@ from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
 from elasticjob_operator.conditions import GANG_SCHEDULING, set_condition, set_phase_conditions
 from elasticjob_operator.kube import Kube
+from elasticjob_operator.metrics import Metrics
 from elasticjob_operator.planner import Observed, Plan, PlannerSettings, plan
 
 RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
@@ -68,6 +68,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.gone_disrupted = {}  # (namespace, job) -> {pod name: DisruptionTarget reason}
     if memo.get("kube") is None:
         memo.kube = Kube()
+    if memo.get("metrics") is None:  # cli.main passes one wired to its leader; without it, one of its own
+        memo.metrics = Metrics()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
 
 
@@ -82,9 +84,7 @@ async def attach_probes(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def count_jobs(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The watch-fed metrics (jobs by phase, world size, created, finished): on every replica."""
-    metrics = memo.get("metrics")
-    if metrics is not None:
-        metrics.job_event(event.get("type"), event.get("object") or {})
+    memo.metrics.job_event(event.get("type"), event.get("object") or {})
 
 
 def _leading(memo: kopf.Memo) -> bool:
@@ -210,7 +210,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         memo.expected = pacing.expect(seen, now, patched=_invalid(body, patch, message), created=(), deleted=())
         return
     kube: Kube = memo.kube
-    metrics = memo.get("metrics")
+    metrics: Metrics = memo.metrics
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
     later: list[dict[str, Any]] = []
     if decided.create:
@@ -232,8 +232,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         if event.creates and not created.intersection(event.creates):
             continue  # another reconcile created them already
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        if metrics is not None:
-            metrics.decided(event.reason, event.cause)
+        metrics.decided(event.reason, event.cause)
     if decided.delete_job:
         kube.delete_job(job.namespace, job.name, GROUP, VERSION, PLURAL)
         return
@@ -253,8 +252,8 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
 
 
 def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
-    metrics = kwargs["memo"].get("metrics")
-    with metrics.reconciling() if metrics is not None else contextlib.nullcontext():
+    metrics: Metrics = kwargs["memo"].metrics
+    with metrics.reconciling():
         reconcile(
             kwargs["body"],
             kwargs["patch"],
@@ -277,11 +276,8 @@ async def reconcile_timer(**kwargs: Any) -> None:
     # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
     context = contextvars.copy_context()
     run = functools.partial(context.run, _reconcile_kwargs, kwargs)
-    metrics = memo.get("metrics")
-    if metrics is not None:
-        metrics.in_flight.inc()
+    memo.metrics.in_flight.inc()
     try:
         await asyncio.get_running_loop().run_in_executor(memo.executor, run)
     finally:
-        if metrics is not None:
-            metrics.in_flight.dec()
+        memo.metrics.in_flight.dec()

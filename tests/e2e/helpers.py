@@ -140,21 +140,15 @@ class Kube:
     def signal_pod(self, namespace: str, pod: str, sig: int) -> int:
         """Send `sig` to the processes of `pod` (SIGSTOP: a hung pod); returns how many were hit.
 
-        The processes are found by the POD_NAME/POD_NAMESPACE their manifest puts in their
-        environment: on the local cluster among the host's processes (pods are host processes), on
-        kind inside the pod's node container, which sees its containers' processes.
+        On the local cluster they are the processes in its containers' mount namespaces, which its
+        node agent records (`podrunner.pod_pids`). On kind they are found inside the pod's node
+        container, which sees its containers' processes, by the POD_NAME/POD_NAMESPACE their
+        manifest puts in their environment.
         """
         if self.cluster_state is not None:
-            wanted = {f"POD_NAME={pod}".encode(), f"POD_NAMESPACE={namespace}".encode()}
-            pids = []
-            for entry in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        env = set(f.read().split(b"\0"))
-                except OSError:
-                    continue
-                if wanted <= env:
-                    pids.append(int(entry))
+            from elasticjob_localcluster.podrunner import pod_pids
+
+            pids = pod_pids(self.cluster_state, namespace, pod)
             for pid in pids:
                 os.kill(pid, sig)
             return len(pids)
