@@ -123,7 +123,7 @@ class Failover:
             self.op.kubectl("delete", "pod", leader, "-n", OPERATOR_NS, "--wait=false")
             return lambda: None
         if scenario == "hung":
-            from elasticjob_localcluster.podrunner import pod_pids
+            from elasticjob_localcluster.mountns import pod_pids
 
             pids = pod_pids(self.op.cluster.state, OPERATOR_NS, leader)
             if not pids:

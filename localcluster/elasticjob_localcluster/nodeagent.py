@@ -31,7 +31,8 @@ from kubernetes.client.exceptions import ApiException
 
 from elasticjob_localcluster import kubeletapi, netpol, network
 from elasticjob_localcluster.dns import DnsServer
-from elasticjob_localcluster.podrunner import PodRunner, Settings
+from elasticjob_localcluster.podrunner import PodRunner
+from elasticjob_localcluster.podspec import Settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 5.0

@@ -1,8 +1,8 @@
 """Run one pod's containers as local processes and report its status (the kubelet's part).
 
-Each pod gets its own network namespace and IP, its volumes (emptyDir, hostPath, configMap,
-projected service-account token/CA/namespace, downwardAPI namespace) bound at their paths, and
-its containers started through `podinit`. Init containers run first, in order. Restart policy,
+Each pod gets its own network namespace and IP, its volumes (resolved by `podspec`) bound at
+their paths, and its containers started through `podinit`, each in a mount namespace of its own
+(`mountns`: how all of a container's processes are found and killed). Init containers run first, in order. Restart policy,
 httpGet readiness probes and deletion with grace periods (SIGTERM, then SIGKILL) are honoured;
 the container's termination message file (terminationMessagePath) is reported like a kubelet
 does; stdout and stderr go to one CRI-format log per container instance (`containerlogs`).
@@ -31,63 +31,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from elasticjob_localcluster import containerlogs, network
+from elasticjob_localcluster import containerlogs, mountns, network
+from elasticjob_localcluster.podspec import PodSpec, Settings
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_LOG = "/dev/termination-log"
-#: a running container's mount namespace, in its directory (pod_pids reads it)
-MNT_NS_FILE = "mnt_ns"
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def mount_ns(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
-    except OSError:
-        return None
-
-
-def pin_mount_ns(pid: int) -> tuple[str, int] | None:
-    """The mount namespace of `pid` and an open descriptor of it that keeps its id allocated.
-
-    The kernel reuses a namespace's id (its inode number) as soon as the namespace is freed, often
-    for the very next one created: without the descriptor, a scan for a finished container's
-    namespace could find, and kill, a container started after it.
-    """
-    try:
-        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
-    except OSError:
-        return None
-    return os.readlink(f"/proc/self/fd/{fd}"), fd
-
-
-def pids_in_mount_ns(ns: str) -> list[int]:
-    """Every process in mount namespace `ns`: a container's processes, however they were started.
-
-    `ip netns exec` gives each container its own mount namespace, which every descendant keeps,
-    also ones in a session of their own (torch's workers) and orphans whose parent died.
-    """
-    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and mount_ns(int(pid)) == ns]
-
-
-_AGENT_MOUNT_NS = mount_ns(os.getpid())
-
-
-def pod_pids(state: Path, namespace: str, pod: str) -> list[int]:
-    """Every process of a pod's running containers on the local cluster in `state` (for faults a
-    test or benchmark makes for real: SIGSTOP for a hung pod, SIGKILL for a crashed one)."""
-    found: list[int] = []
-    for ns_file in (state / "pods" / namespace / pod / "containers").glob(f"*/{MNT_NS_FILE}"):
-        try:
-            found += pids_in_mount_ns(ns_file.read_text())
-        except FileNotFoundError:  # the container just ended
-            continue
-    return sorted(found)
 
 
 @dataclass
@@ -115,15 +69,6 @@ class Container:
 
 
 @dataclass
-class Settings:
-    state: Path
-    api_host: str
-    api_port: int
-    path_prefix: str  # put before PATH so `python`, `elasticjob-launch` resolve to the project env
-    simulate: bool = False
-
-
-@dataclass
 class PodRunner:
     """One pod's life on a fake node, in its own thread."""
 
@@ -145,6 +90,7 @@ class PodRunner:
         self.dir = self.settings.state / "pods" / self.namespace / self.name
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"pod-{self.name}")
         self._last_status: dict[str, Any] = {}
+        self.resolved = PodSpec(self.core, self.pod, self.ip, self.dir, self.settings)
         #: the pod's containers by name (init containers too), once its life has begun
         self.containers: dict[str, Container] = {}
 
@@ -168,115 +114,12 @@ class PodRunner:
             if exc.status not in (404, 409):
                 log.warning("delete %s/%s: %s", self.namespace, self.name, exc.reason)
 
-    # --- set-up ---------------------------------------------------------------------------
-
-    def _volume_dirs(self) -> dict[str, Path]:
-        dirs: dict[str, Path] = {}
-        for vol in self.pod["spec"].get("volumes") or []:
-            path = self.dir / "volumes" / vol["name"]
-            if "hostPath" in vol:
-                path = Path(vol["hostPath"]["path"])
-                if vol["hostPath"].get("type", "") in ("", "DirectoryOrCreate"):
-                    path.mkdir(parents=True, exist_ok=True)
-            elif "emptyDir" in vol:
-                path.mkdir(parents=True, exist_ok=True)
-            elif "configMap" in vol:
-                path.mkdir(parents=True, exist_ok=True)
-                cm = self.core.read_namespaced_config_map(vol["configMap"]["name"], self.namespace)
-                mode = int(vol["configMap"].get("defaultMode", 0o644))  # the kubelet's default, 0644
-                for key, text in (cm.data or {}).items():
-                    (path / key).write_text(text)
-                    (path / key).chmod(mode)
-            elif "projected" in vol:
-                path.mkdir(parents=True, exist_ok=True)
-                self._projected(vol["projected"], path)
-            elif "secret" in vol:
-                path.mkdir(parents=True, exist_ok=True)
-                secret = self.core.read_namespaced_secret(vol["secret"]["secretName"], self.namespace)
-                import base64
-
-                for key, encoded in (secret.data or {}).items():
-                    (path / key).write_bytes(base64.b64decode(encoded))
-            else:
-                continue
-            dirs[vol["name"]] = path
-        return dirs
-
-    def _projected(self, projected: dict[str, Any], path: Path) -> None:
-        for source in projected.get("sources") or []:
-            if "serviceAccountToken" in source:
-                sat = source["serviceAccountToken"]
-                request = client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(
-                        audiences=[sat["audience"]] if sat.get("audience") else [],
-                        expiration_seconds=sat.get("expirationSeconds", 3607),
-                        bound_object_ref=client.V1BoundObjectReference(kind="Pod", name=self.name, uid=self.uid),
-                    )
-                )
-                sa = self.pod["spec"].get("serviceAccountName", "default")
-                token = self.core.create_namespaced_service_account_token(sa, self.namespace, request)
-                if token.status is None:
-                    raise RuntimeError(f"no token issued for service account {sa}")
-                (path / sat.get("path", "token")).write_text(token.status.token)
-            elif "configMap" in source:
-                cm = self.core.read_namespaced_config_map(source["configMap"]["name"], self.namespace)
-                for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in cm.data or {}]:
-                    (path / item["path"]).write_text((cm.data or {}).get(item["key"], ""))
-            elif "downwardAPI" in source:
-                for item in source["downwardAPI"].get("items") or []:
-                    (path / item["path"]).write_text(self._field(item.get("fieldRef", {}).get("fieldPath", "")))
-
-    def _field(self, path: str) -> str:
-        meta, spec = self.pod["metadata"], self.pod["spec"]
-        simple = {
-            "metadata.name": meta["name"],
-            "metadata.namespace": meta["namespace"],
-            "metadata.uid": meta["uid"],
-            "spec.nodeName": spec.get("nodeName", ""),
-            "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-            "status.podIP": self.ip,
-            "status.hostIP": network.GATEWAY,
-        }
-        if path in simple:
-            return str(simple[path])
-        match = re.match(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-        if match:
-            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
-        return ""
-
-    def _env(self, container: dict[str, Any]) -> dict[str, str]:
-        env = {
-            "PATH": f"{self.settings.path_prefix}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root",
-            "HOSTNAME": self.name,
-            "KUBERNETES_SERVICE_HOST": self.settings.api_host,
-            "KUBERNETES_SERVICE_PORT": str(self.settings.api_port),
-            "LANG": "C.UTF-8",
-        }
-        for src in container.get("envFrom") or []:
-            if "configMapRef" in src:
-                cm = self.core.read_namespaced_config_map(src["configMapRef"]["name"], self.namespace)
-                env.update({src.get("prefix", "") + k: v for k, v in (cm.data or {}).items()})
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = re.sub(
-                    r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), item["value"]
-                )
-            elif "valueFrom" in item:
-                ref = item["valueFrom"]
-                if "fieldRef" in ref:
-                    env[item["name"]] = self._field(ref["fieldRef"]["fieldPath"])
-                elif "configMapKeyRef" in ref:
-                    cm = self.core.read_namespaced_config_map(ref["configMapKeyRef"]["name"], self.namespace)
-                    env[item["name"]] = (cm.data or {}).get(ref["configMapKeyRef"]["key"], "")
-        return env
-
     # --- containers -----------------------------------------------------------------------
 
     def _start(self, c: Container, volumes: dict[str, Path]) -> None:
         spec = c.spec
         command = [*(spec.get("command") or []), *(spec.get("args") or [])]
-        env = self._env(spec)
+        env = self.resolved.env(spec)
         command = [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), a) for a in command]
         cdir = self.dir / "containers" / c.name
         cdir.mkdir(parents=True, exist_ok=True)
@@ -309,15 +152,15 @@ class PodRunner:
         self._release_ns(c)
         deadline = time.monotonic() + 5
         while c.mnt_ns is None and time.monotonic() < deadline and c.proc.poll() is None:
-            pinned = pin_mount_ns(c.proc.pid)
-            if pinned is not None and pinned[0] != _AGENT_MOUNT_NS:  # `ip netns exec` has unshared it
+            pinned = mountns.pin_mount_ns(c.proc.pid)
+            if pinned is not None and pinned[0] != mountns.AGENT_MOUNT_NS:  # `ip netns exec` has unshared it
                 c.mnt_ns, c.mnt_fd = pinned
             else:
                 if pinned is not None:
                     os.close(pinned[1])
                 time.sleep(0.01)
         if c.mnt_ns is not None:
-            (cdir / MNT_NS_FILE).write_text(c.mnt_ns)  # for pod_pids; removed with the descriptor
+            (cdir / mountns.MNT_NS_FILE).write_text(c.mnt_ns)  # for pod_pids; removed with the descriptor
         c.started_at, c.terminated, c.ready = now(), None, False
         c.next_probe = time.monotonic() + float((spec.get("readinessProbe") or {}).get("initialDelaySeconds", 0))
         c.next_live = time.monotonic() + float((spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0))
@@ -364,21 +207,13 @@ class PodRunner:
         if c.mnt_fd is not None:
             os.close(c.mnt_fd)
         c.mnt_ns, c.mnt_fd = None, None
-        (self.dir / "containers" / c.name / MNT_NS_FILE).unlink(missing_ok=True)
+        (self.dir / "containers" / c.name / mountns.MNT_NS_FILE).unlink(missing_ok=True)
 
     @staticmethod
     def _kill_leftovers(c: Container) -> None:
         """SIGKILL every process left in the container (workers in their own session, orphans)."""
-        if c.mnt_ns is None:
-            return
-        for _ in range(20):  # a process may fork while we kill: repeat until none is left
-            pids = pids_in_mount_ns(c.mnt_ns)
-            if not pids:
-                return
-            for pid in pids:
-                with _suppress():
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        if c.mnt_ns is not None:
+            mountns.kill_all(c.mnt_ns)
 
     def _http_ok(self, c: Container, probe: dict[str, Any]) -> bool:
         port = probe["httpGet"]["port"]
@@ -484,7 +319,7 @@ class PodRunner:
         resolv = f"nameserver {network.GATEWAY}\nsearch {search}\noptions ndots:5\n"
         hosts = f"127.0.0.1 localhost\n{self.ip} {self.name}\n"
         network.create_pod_netns(self.netns, self.ip, {"resolv.conf": resolv, "hosts": hosts})
-        volumes = self._volume_dirs()
+        volumes = self.resolved.volume_dirs()
         policy = spec.get("restartPolicy", "Always")
         inits = [Container(c) for c in spec.get("initContainers") or []]
         containers = [Container(c) for c in spec["containers"]]

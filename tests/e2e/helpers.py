@@ -141,12 +141,12 @@ class Kube:
         """Send `sig` to the processes of `pod` (SIGSTOP: a hung pod); returns how many were hit.
 
         On the local cluster they are the processes in its containers' mount namespaces, which its
-        node agent records (`podrunner.pod_pids`). On kind they are found inside the pod's node
+        node agent records (`mountns.pod_pids`). On kind they are found inside the pod's node
         container, which sees its containers' processes, by the POD_NAME/POD_NAMESPACE their
         manifest puts in their environment.
         """
         if self.cluster_state is not None:
-            from elasticjob_localcluster.podrunner import pod_pids
+            from elasticjob_localcluster.mountns import pod_pids
 
             pids = pod_pids(self.cluster_state, namespace, pod)
             for pid in pids:

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 
-from elasticjob_localcluster.podrunner import mount_ns, pids_in_mount_ns, pin_mount_ns
+from elasticjob_localcluster.mountns import mount_ns, pids_in_mount_ns, pin_mount_ns
 
 
 def _new_namespace_id() -> str:
