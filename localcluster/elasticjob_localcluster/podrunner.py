@@ -2,10 +2,11 @@
 
 Each pod gets its own network namespace and IP, its volumes (resolved by `podspec`) bound at
 their paths, and its containers started through `podinit`, each in a mount namespace of its own
-(`mountns`: how all of a container's processes are found and killed). Init containers run first, in order. Restart policy,
-httpGet readiness probes and deletion with grace periods (SIGTERM, then SIGKILL) are honoured;
-the container's termination message file (terminationMessagePath) is reported like a kubelet
-does; stdout and stderr go to one CRI-format log per container instance (`containerlogs`).
+(`mountns`: how all of a container's processes are found and killed). Init containers run first,
+in order. Restart policy, httpGet readiness probes and deletion with grace periods (SIGTERM,
+then SIGKILL) are honoured; the container's termination message file (terminationMessagePath) is
+reported like a kubelet does; stdout and stderr go to one CRI-format log per container instance
+(`containerlogs`).
 Limits: no images (commands run with the project's Python environment), no resource limits or
 securityContext enforcement, exec probes are not run (they count as passing).
 """

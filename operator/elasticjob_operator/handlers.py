@@ -226,7 +226,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
             created.add(manifest["metadata"]["name"])
             logger.info("created %s %s", manifest["kind"], manifest["metadata"]["name"])
     for deletion in decided.delete:
-        kube.delete_pod(job.namespace, deletion)
+        kube.delete_pod(job.namespace, deletion.name, deletion.grace_seconds)
         logger.info("deleted pod %s (%s)", deletion.name, deletion.reason)
     for event in decided.events:
         if event.creates and not created.intersection(event.creates):

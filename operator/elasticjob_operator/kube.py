@@ -34,8 +34,6 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from elasticjob_operator.planner import Deletion
-
 log = logging.getLogger(__name__)
 
 RETRIES_429 = 10
@@ -166,13 +164,14 @@ class Kube:
             return f"{manifest['apiVersion']} {manifest['kind']} is not installed in this cluster"
         return None
 
-    def delete_pod(self, namespace: str, deletion: Deletion) -> None:
-        body = client.V1DeleteOptions(grace_period_seconds=deletion.grace_seconds, propagation_policy="Background")
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None) -> None:
+        """Delete a pod; `grace_seconds` None: its own grace period, 0: at once."""
+        body = client.V1DeleteOptions(grace_period_seconds=grace_seconds, propagation_policy="Background")
         try:
             self._send(
                 "delete",
                 200,
-                lambda: self.core.delete_namespaced_pod(deletion.name, namespace, body=body, _preload_content=False),
+                lambda: self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False),
             )
         except ApiException as exc:
             if exc.status != 404:
