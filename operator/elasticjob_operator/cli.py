@@ -9,8 +9,9 @@ With `--leader-elect` every replica runs kopf's watches and indexes (so a standb
 warm), and only the Lease holder reconciles (leader.py). A leader that loses the lease exits at
 once with status 1, as controller-runtime's managers do, and comes back as a standby.
 
-Settings the handlers read at each reconcile (`--store-network-policy`) travel in kopf's memo,
-not in the environment.
+The settings the handlers use (`handlers.Options`: the reconcile interval, the node-lost grace,
+`--store-network-policy`, `--max-workers`) go to `handlers.registry(options)` and in kopf's memo,
+never through the environment.
 """
 
 from __future__ import annotations
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         "[ELASTICJOB_NODE_LOST_GRACE_SECONDS]",
     )
     parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8")),
+        help="threads that run reconciles (kopf's executor) [ELASTICJOB_MAX_WORKERS]",
+    )
+    parser.add_argument(
         "--store-network-policy",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -156,13 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     logging.basicConfig(level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").addFilter(QuietTimers())
-    # the handlers module reads these when its decorators run
-    os.environ["ELASTICJOB_RECONCILE_INTERVAL"] = str(opts.reconcile_interval)
-    os.environ["ELASTICJOB_NODE_LOST_GRACE_SECONDS"] = str(opts.node_lost_grace_seconds)
     import kopf
     import prometheus_client
 
-    from elasticjob_operator import handlers  # noqa: F401  (registers the handlers)
+    from elasticjob_operator import handlers
     from elasticjob_operator.health import Health, parse_bind_address, serve
     from elasticjob_operator.kube import Kube, RateLimiter
     from elasticjob_operator.leader import ElectionSettings, LeaderElector
@@ -186,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             else None
         )
         limiter = RateLimiter(opts.kube_api_qps, opts.kube_api_burst)
+        options = handlers.Options(
+            reconcile_interval=opts.reconcile_interval,
+            node_lost_grace_seconds=opts.node_lost_grace_seconds,
+            store_network_policy=opts.store_network_policy,
+            max_workers=opts.max_workers,
+        )
     except ValueError as exc:
         print(f"elasticjob-operator: {exc}", file=sys.stderr)
         return 2
@@ -207,13 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=namespaces,
             standalone=True,
             ready_flag=ready,
-            memo=kopf.Memo(
-                kube=kube,
-                leader=elector,
-                health=health,
-                metrics=metrics,
-                store_network_policy=opts.store_network_policy,
-            ),
+            registry=handlers.registry(options),
+            memo=kopf.Memo(options=options, kube=kube, leader=elector, health=health, metrics=metrics),
         )
     finally:
         if elector is not None:

@@ -1,13 +1,14 @@
 """kopf handlers for ElasticJob: validate into the typed model, plan with pure functions, then act.
 
 Every job has one handler, a kopf timer that runs `reconcile` as soon as the job appears and then
-every `RECONCILE_INTERVAL` seconds. `reconcile` is safe to run at any time and any number of
-times: it reads the job's pods from an in-memory kopf index (no list calls), asks the planner what
-to do, creates/deletes what the plan says and writes the status through kopf's patch. There are
-no create or update handlers: a spec change (`kubectl scale`) is taken in at the next tick, and
-kopf keeps no bookkeeping annotations on the jobs (two fewer writes per job). An invalid object
-gets a Failed condition with the validation message; no handler raises on it, so one bad object
-never stalls the operator.
+every `Options.reconcile_interval` seconds. The handlers are registered by `registry(options)` on
+an explicit kopf registry, and read their settings from the memo, never from the environment.
+`reconcile` is safe to run at any time and any number of times: it reads the job's pods from an
+in-memory kopf index (no list calls), asks the planner what to do, creates/deletes what the plan
+says and writes the status through kopf's patch. There are no create or update handlers: a spec
+change (`kubectl scale`) is taken in at the next tick, and kopf keeps no bookkeeping annotations
+on the jobs (two fewer writes per job). An invalid object gets a Failed condition with the
+validation message; no handler raises on it, so one bad object never stalls the operator.
 
 A tick returns at once, on the event loop, while the job is steady or the watches have not yet
 shown what its last reconcile wrote (`pacing`); otherwise the reconcile runs on kopf's thread
@@ -22,9 +23,9 @@ import asyncio
 import contextvars
 import functools
 import logging
-import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,12 +41,31 @@ from elasticjob_operator.kube import Kube
 from elasticjob_operator.metrics import Metrics
 from elasticjob_operator.planner import Observed, Plan, PlannerSettings, plan
 
-RECONCILE_INTERVAL = float(os.environ.get("ELASTICJOB_RECONCILE_INTERVAL", "2"))
-NODE_LOST_GRACE = float(os.environ.get("ELASTICJOB_NODE_LOST_GRACE_SECONDS", "30"))
 RETRY_BACKOFF = 2.0
 
 
-@kopf.on.startup()
+@dataclass(frozen=True)
+class Options:
+    """The operator's settings the handlers use (cli.py's flags); one per registry, in the memo."""
+
+    #: seconds between a job's reconciles (its kopf timer's interval)
+    reconcile_interval: float = 2.0
+    #: how long a node may be NotReady before its pods are force-deleted and replaced
+    node_lost_grace_seconds: float = 30.0
+    #: a NetworkPolicy per job that admits only its workers to its store
+    store_network_policy: bool = True
+    #: kopf's thread pool, where reconciles run
+    max_workers: int = 8
+
+    def __post_init__(self) -> None:
+        if self.reconcile_interval <= 0:
+            raise ValueError(f"the reconcile interval must be positive, not {self.reconcile_interval}")
+        if self.node_lost_grace_seconds < 0:
+            raise ValueError(f"the node-lost grace must be at least 0 s, not {self.node_lost_grace_seconds}")
+        if self.max_workers < 1:
+            raise ValueError(f"max workers must be at least 1, not {self.max_workers}")
+
+
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf settings tuned for recovery in seconds, and the shared API clients."""
     prefix = GROUP
@@ -62,7 +82,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 150
     settings.watching.reconnect_backoff = 1.0
     settings.batching.error_delays = [1, 2, 5, 10]
-    settings.execution.max_workers = int(os.environ.get("ELASTICJOB_MAX_WORKERS", "8"))
+    if memo.get("options") is None:
+        memo.options = Options()
+    options: Options = memo.options
+    settings.execution.max_workers = options.max_workers
     memo.executor = settings.execution.executor
     memo.steady = memo.expected = None
     memo.gone_disrupted = {}  # (namespace, job) -> {pod name: DisruptionTarget reason}
@@ -70,10 +93,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.kube = Kube()
     if memo.get("metrics") is None:  # cli.main passes one wired to its leader; without it, one of its own
         memo.metrics = Metrics()
-    memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=NODE_LOST_GRACE))
+    memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=options.node_lost_grace_seconds))
 
 
-@kopf.on.startup()
 async def attach_probes(memo: kopf.Memo, **_: Any) -> None:
     """The liveness probe checks this loop (health.py)."""
     health = memo.get("health")
@@ -81,7 +103,6 @@ async def attach_probes(memo: kopf.Memo, **_: Any) -> None:
         health.attach(asyncio.get_running_loop())
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def count_jobs(*, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """The watch-fed metrics (jobs by phase, world size, created, finished): on every replica."""
     memo.metrics.job_event(event.get("type"), event.get("object") or {})
@@ -95,13 +116,11 @@ def _leading(memo: kopf.Memo) -> bool:
 
 # The index functions are async so that kopf calls them on the event loop: as plain functions they
 # would each take a trip through the thread pool, one per pod or node event.
-@kopf.index("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER})
 async def pods_by_job(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
     job = labels.get(naming.LABEL_JOB)
     return {(namespace, job): podinfo.essentials(dict(body))} if job else {}
 
 
-@kopf.on.event("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER, naming.LABEL_ROLE: naming.ROLE_WORKER})
 async def remember_disruptions(
     *,
     event: kopf.RawEvent,
@@ -123,7 +142,6 @@ async def remember_disruptions(
         memo.gone_disrupted.setdefault((namespace, job), {})[name] = reason
 
 
-@kopf.index("nodes")
 async def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, datetime | None]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
@@ -214,7 +232,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
     later: list[dict[str, Any]] = []
     if decided.create:
-        owned = builders.build_owned_objects(job, store_network_policy=memo.get("store_network_policy", True))
+        owned = builders.build_owned_objects(job, store_network_policy=memo.options.store_network_policy)
         later = [obj for obj in owned if obj["kind"] == "RoleBinding"]
         problems = kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"])
         if job.spec.scheduling.gang:
@@ -264,7 +282,6 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
         )
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, backoff=RETRY_BACKOFF)
 async def reconcile_timer(**kwargs: Any) -> None:
     """A job's reconcile: at once when it appears, then every interval unless paced."""
     memo, now = kwargs["memo"], datetime.now(UTC)
@@ -281,3 +298,23 @@ async def reconcile_timer(**kwargs: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(memo.executor, run)
     finally:
         memo.metrics.in_flight.dec()
+
+
+def registry(options: Options) -> kopf.OperatorRegistry:
+    """The handlers on a registry of their own, the timer at `options.reconcile_interval`
+    (`kopf.run(registry=..., memo=kopf.Memo(options=options, ...))`): two operators with other
+    settings can run in one process."""
+    r = kopf.OperatorRegistry()
+    # kopf puts its login on its default registry only: the kubernetes client's (in-cluster or kubeconfig)
+    kopf.on.login(registry=r)(kopf.login_via_client)
+    kopf.on.startup(registry=r)(configure)
+    kopf.on.startup(registry=r)(attach_probes)
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=r)(count_jobs)
+    kopf.index("pods", labels={naming.LABEL_MANAGED_BY: naming.MANAGER}, registry=r)(pods_by_job)
+    workers = {naming.LABEL_MANAGED_BY: naming.MANAGER, naming.LABEL_ROLE: naming.ROLE_WORKER}
+    kopf.on.event("pods", labels=workers, registry=r)(remember_disruptions)
+    kopf.index("nodes", registry=r)(nodes_not_ready)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=options.reconcile_interval, backoff=RETRY_BACKOFF, registry=r)(
+        reconcile_timer
+    )
+    return r

@@ -4,12 +4,14 @@ it hands the handlers through kopf's memo."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
 import pytest
-from elasticjob_operator import cli, kube
+from elasticjob_operator import cli, handlers, kube
 from elasticjob_operator.cli import QuietTimers
+from kopf._core.intents.handlers import TimerHandler  # kopf exports no name for its timers' handlers
 
 
 def test_timer_success_lines_are_dropped_and_nothing_else(caplog: pytest.LogCaptureFixture) -> None:
@@ -45,8 +47,40 @@ def test_store_network_policy_is_on_by_default_and_reaches_the_handlers_memo(
     ran: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: ran.update(kwargs))
     monkeypatch.setattr(kube, "Kube", _NoKube)
-    for name in ("ELASTICJOB_RECONCILE_INTERVAL", "ELASTICJOB_NODE_LOST_GRACE_SECONDS"):
-        monkeypatch.setenv(name, "2")  # main() writes them; monkeypatch restores them
     probes_off = ["--metrics-bind-address=0", "--health-probe-bind-address=0"]
     assert cli.main([*probes_off, *argv]) == 0
-    assert ran["memo"].store_network_policy is expected
+    assert ran["memo"].options.store_network_policy is expected
+
+
+def intervals(registry: kopf.OperatorRegistry) -> list[float | None]:
+    """The timers' intervals on a registry (kopf keeps timers and daemons in `_spawning`)."""
+    return [h.interval for h in registry._spawning.get_all_handlers() if isinstance(h, TimerHandler)]
+
+
+def test_settings_reach_the_registry_and_the_memo_and_not_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: ran.update(kwargs))
+    monkeypatch.setattr(kube, "Kube", _NoKube)
+    before = dict(os.environ)
+    argv = ["--metrics-bind-address=0", "--health-probe-bind-address=0", "--reconcile-interval=5",
+            "--node-lost-grace-seconds=12", "--max-workers=3"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert dict(os.environ) == before
+    assert ran["memo"].options == handlers.Options(reconcile_interval=5, node_lost_grace_seconds=12, max_workers=3)
+    assert intervals(ran["registry"]) == [5]
+
+
+def test_two_operators_with_other_settings_in_one_process() -> None:
+    fast, slow = handlers.registry(handlers.Options(reconcile_interval=1)), handlers.registry(handlers.Options())
+    assert intervals(fast) == [1] and intervals(slow) == [2]
+    assert {h.id for h in fast._indexing.get_all_handlers()} == {h.id for h in slow._indexing.get_all_handlers()}
+    # without a login activity kopf has no credentials on an explicit registry
+    assert kopf.login_via_client in [h.fn for h in fast._activities.get_all_handlers()]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("reconcile_interval", 0), ("node_lost_grace_seconds", -1), ("max_workers", 0)]
+)
+def test_bad_options_are_refused_with_the_setting_named(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field.split("_")[0].replace("node", "node-lost")):
+        handlers.Options(**{field: value})  # type: ignore[arg-type]
