@@ -22,20 +22,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from elasticjob_api.models import API_VERSION, PLURAL, FailureClass, LastFailure, WorkerReport
+from elasticjob_api.times import now_text
 
 log = logging.getLogger(__name__)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MESSAGE_LIMIT = 2048
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ def worker_entry(
         node_rank=node_rank,
         binding=binding,
         last_failure=LastFailure.model_validate(failure) if failure is not None else None,
-        update_time=time or now(),
+        update_time=time or now_text(),
     )
     entry = report.model_dump(by_alias=True, mode="json")
     if failure is None:
@@ -125,7 +121,7 @@ def failure_entry(global_rank: int, exit_code: int, message: str, time: str | No
         exit_code=exit_code,
         failure_class=(FailureClass.SIGNAL if exit_code < 0 else FailureClass.USER_ERROR).value,
         message=message[-MESSAGE_LIMIT:],
-        time=time or now(),
+        time=time or now_text(),
     )
     return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import kopf
 from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
+from elasticjob_api.times import format_time, now_text, parse_time
 from pydantic import ValidationError
 
 from elasticjob_operator import builders, failures, naming, pacing
@@ -148,7 +149,7 @@ async def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[s
             if cond.get("status") == "True":
                 return {name: None}
             since = cond.get("lastTransitionTime")
-            return {name: datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if since else None}
+            return {name: parse_time(since) if since else None}
     return {name: None}
 
 
@@ -164,7 +165,7 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> bool:
     status = body.get("status") or {}
     if status.get("phase") == Phase.FAILED.value:
         return False
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = now_text()
     patch.status["phase"] = Phase.FAILED.value
     patch.status["conditions"] = set_phase_conditions(
         status.get("conditions") or [], Phase.FAILED, "InvalidSpec", message, now
@@ -197,7 +198,7 @@ def _gang_condition(job: ElasticJob, decided: Plan, problem: str | None, now: da
             "until then the pods wait unscheduled"
         )
     cond = {"type": GANG_SCHEDULING, "status": status, "reason": reason, "message": message}
-    decided.status["conditions"] = set_condition(base, cond, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    decided.status["conditions"] = set_condition(base, cond, format_time(now))
 
 
 def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)

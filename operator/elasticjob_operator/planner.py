@@ -13,7 +13,7 @@ pod's name is reused only after the old pod object is gone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from elasticjob_api.models import (
@@ -23,6 +23,7 @@ from elasticjob_api.models import (
     FailureAction,
     Phase,
 )
+from elasticjob_api.times import format_time, parse_time
 
 from elasticjob_operator import builders, naming
 from elasticjob_operator import pods as podinfo
@@ -85,14 +86,6 @@ class Plan:
         return bool(self.create or self.delete or self.events or self.delete_job)
 
 
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(t: str) -> datetime:
-    return datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class _Counts:
     replicas: int
@@ -115,7 +108,7 @@ class _Planner:
         self.job = job
         self.obs = observed
         self.settings = settings
-        self.now = _iso(observed.now)
+        self.now = format_time(observed.now)
         self.plan = Plan()
         self.previous = job.status
         self.workers = [p for p in observed.pods if podinfo.role(p) == naming.ROLE_WORKER]
@@ -355,7 +348,7 @@ class _Planner:
                 self._delete(pod, None, f"job finished, cleanPodPolicy {policy.value}")
         ttl = self.job.spec.ttl_seconds_after_finished
         done = self.previous.completion_time
-        if ttl is not None and done is not None and self._due(_parse(done) + timedelta(seconds=ttl)):
+        if ttl is not None and done is not None and self._due(parse_time(done) + timedelta(seconds=ttl)):
             self.plan.delete_job = True
         self.plan.status = {
             "observedGeneration": self.job.metadata.get("generation"),
@@ -406,7 +399,7 @@ class _Planner:
             return self.suspended()
         deadline = self.job.spec.active_deadline_seconds
         start = self.previous.start_time
-        if deadline is not None and start is not None and self._due(_parse(start) + timedelta(seconds=deadline)):
+        if deadline is not None and start is not None and self._due(parse_time(start) + timedelta(seconds=deadline)):
             self._fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
         w = self.sort_workers()
         replacements = self.count_losses(w)
