@@ -6,6 +6,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
+# Python programs without a .py name, which `ruff check .` would not find
+SCRIPTS := hack/kind/cni/kind-netpol
 PACKAGES := api/elasticjob_api operator/elasticjob_operator launcher/elasticjob_launcher localcluster/elasticjob_localcluster bench/elasticjob_bench
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -21,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv with the project and its dev tools (pip's cache is used)
 
-lint: setup ## ruff, mypy --strict on the packages and the tests, the import contract
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict $(PACKAGES) tests
+lint: setup ## ruff, mypy --strict on the packages, the tests and kind's Python scripts, the import contract
+	$(BIN)/ruff check . $(SCRIPTS)
+	$(BIN)/ruff format --check . $(SCRIPTS)
+	$(BIN)/mypy --strict $(PACKAGES) tests $(SCRIPTS)
 	$(BIN)/lint-imports
 
 test: setup ## every test: test-local, then e2e-kind, one after the other (the README's test command; CI runs it)

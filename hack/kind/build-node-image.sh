@@ -12,6 +12,9 @@
 #     etcd v3.6.16 binary of ensure.sh, coredns/coredns:v1.13.1, pause:3.10.1 = hack/kind/pause)
 #     plus elasticjob.io/kind-cni, imported into containerd's k8s.io namespace at a node's first
 #     boot; /kind/version, /kind/manifests/default-cni.yaml and default-storage.yaml for kind.
+#     kube-proxy's image is built on a base rootfs ($BASE_PACKAGES), kind-cni's on a second one with
+#     python3 and nftables too ($CNI_PACKAGES) for its NetworkPolicy enforcer kind-netpol, which
+#     runs the local cluster's netpol.py (copied in with network.py, both standard library only).
 # Each stage is cached in ${ELASTICJOB_CACHE:-~/.cache/elasticjob}/kind keyed by a hash of its
 # inputs; the finished image is saved there too, so a fresh dockerd only `docker load`s it.
 # Limits: linux/amd64, IPv4, Debian's containerd 1.6 (CRI v1, cgroup v1 and v2). Heavy steps run
@@ -26,6 +29,11 @@ PAUSE_TAG=3.10.1           # kubeadm v1.35's PauseVersion
 IMAGE=${ELASTICJOB_KIND_NODE_IMAGE:-elasticjob-kind-node:$K8S_VERSION}
 NODE_PACKAGES=systemd,systemd-sysv,dbus,containerd,runc,iptables,containernetworking-plugins,conntrack,ethtool,socat,iproute2,procps,ca-certificates,kmod,util-linux,mount,libseccomp2,psmisc
 BASE_PACKAGES=iptables,conntrack,iproute2,procps
+# python3-minimal alone lacks json, dataclasses and shutil, which kind-netpol and netpol.py import
+CNI_PACKAGES=$BASE_PACKAGES,python3-minimal,libpython3-stdlib,nftables
+# the local cluster's NetworkPolicy compiler that kind-netpol runs, relative to $here
+NETPOL_FILES=(../../localcluster/elasticjob_localcluster/__init__.py ../../localcluster/elasticjob_localcluster/netpol.py
+  ../../localcluster/elasticjob_localcluster/network.py)
 cache=${ELASTICJOB_CACHE:-$HOME/.cache/elasticjob}
 kcache=$cache/kind
 docker=/usr/bin/docker
@@ -39,8 +47,9 @@ kindbin=$(bash "$here/ensure-binaries.sh")
 shim=$(bash "$here/capshim.sh")
 
 hash_files() { (cd "$here" && find "$@" -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12; }
-key=$( { echo "$K8S_VERSION $ETCD_IMAGE_TAG $COREDNS_VERSION $PAUSE_TAG $NODE_PACKAGES $BASE_PACKAGES";
-         echo "$k8sbin $kindbin $shim"; hash_files build-node-image.sh node cni pause runc-capshim; } | sha256sum | cut -c1-12)
+key=$( { echo "$K8S_VERSION $ETCD_IMAGE_TAG $COREDNS_VERSION $PAUSE_TAG $NODE_PACKAGES $BASE_PACKAGES $CNI_PACKAGES";
+         echo "$k8sbin $kindbin $shim"; hash_files build-node-image.sh node cni pause runc-capshim "${NETPOL_FILES[@]}"; } |
+       sha256sum | cut -c1-12)
 tarball=$kcache/node-image-$key.tar
 if [ "$("$docker" image inspect -f '{{index .Config.Labels "io.elasticjob.kind.key"}}' "$IMAGE" 2>/dev/null)" = "$key" ]; then
   log "$IMAGE is current (key $key)"; echo "$IMAGE"; exit 0
@@ -89,7 +98,10 @@ build() { nice -n 19 "$docker" build -q --network none -t "$2" "$1" >&2; }
 base_tar=$(rootfs_tar base "$BASE_PACKAGES")
 base_img=elasticjob-kind-base:$(basename "$base_tar" .tar | sed 's/^rootfs-base-//')
 import_rootfs "$base_tar" "$base_img"
-cni_tag=$(hash_files cni | cut -c1-8)
+cni_tar=$(rootfs_tar cni "$CNI_PACKAGES")
+cni_base=elasticjob-kind-cni-base:$(basename "$cni_tar" .tar | sed 's/^rootfs-cni-//')
+import_rootfs "$cni_tar" "$cni_base"
+cni_tag=$( { echo "$CNI_PACKAGES"; hash_files cni "${NETPOL_FILES[@]}"; } | sha256sum | cut -c1-8)
 images=(
   "registry.k8s.io/kube-apiserver:$K8S_VERSION"
   "registry.k8s.io/kube-controller-manager:$K8S_VERSION"
@@ -118,8 +130,11 @@ scratch_image "registry.k8s.io/pause:$PAUSE_TAG" "$work/pause" /pause '["/pause"
 ctx=$work/ctx-proxy; mkdir -p "$ctx"; cp "$kindbin/kube-proxy" "$ctx/"
 printf 'FROM %s\nCOPY kube-proxy /usr/local/bin/kube-proxy\n' "$base_img" >"$ctx/Dockerfile"
 build "$ctx" "registry.k8s.io/kube-proxy:$K8S_VERSION"
-ctx=$work/ctx-cni; mkdir -p "$ctx"; cp "$k8sbin/kubectl" "$here/cni/kind-cni" "$ctx/"
-printf 'FROM %s\nCOPY kubectl kind-cni /usr/local/bin/\n' "$base_img" >"$ctx/Dockerfile"
+ctx=$work/ctx-cni; mkdir -p "$ctx/lib/elasticjob_localcluster"
+cp "$k8sbin/kubectl" "$here/cni/kind-cni" "$here/cni/kind-netpol" "$ctx/"
+(cd "$here" && cp "${NETPOL_FILES[@]}" "$ctx/lib/elasticjob_localcluster/")
+printf 'FROM %s\nCOPY kubectl kind-cni kind-netpol /usr/local/bin/\nCOPY lib/ /usr/local/lib/kind-netpol/\nENV PYTHONPATH=/usr/local/lib/kind-netpol\n' \
+  "$cni_base" >"$ctx/Dockerfile"
 build "$ctx" "elasticjob.io/kind-cni:$cni_tag"
 
 # 2. the node's rootfs and everything on top of it

@@ -1,13 +1,18 @@
-"""NetworkPolicy enforcement in the local cluster's pod network, with the kernel's nftables.
+"""NetworkPolicy enforcement with the kernel's nftables: the local cluster's, and kind's.
 
-Every pod-to-pod frame is bridged inside the network namespace `ejnet0` (network.py). With
-br_netfilter's switch on in that namespace only, bridged IPv4 packets pass its `forward` hook,
-where one nftables table, `inet ejnetpol`, holds the policies:
+In the local cluster every pod-to-pod frame is bridged inside the network namespace `ejnet0`
+(network.py). With br_netfilter's switch on in that namespace only, bridged IPv4 packets pass its
+`forward` hook. On a kind node (hack/kind/cni/kind-netpol) same-node pod traffic is bridged with
+br_netfilter on and cross-node traffic is routed, so the node's `forward` hook sees both. There
+one nftables table, `inet ejnetpol`, holds the policies, in a forward chain of its own (priority
+0, policy accept: it only ever drops packets to isolated pods, and leaves other tables' rules,
+kube-proxy's and the CNI's, alone):
 
 1. Packets of connections already allowed (`ct state established,related`) pass: policies
    judge new connections, as every implementation does.
-2. Packets from the nodes' address (10.244.0.1: the host, its probes, the API server) pass:
-   NetworkPolicy always allows a pod's own node.
+2. Packets from the trusted sources pass: NetworkPolicy always allows a pod's own node (its
+   probes, the API server). `render`'s `trusted`: on the local cluster `LOCAL_TRUSTED`, the
+   nodes' address 10.244.0.1; on kind every node's InternalIP and bridge gateway.
 3. A packet to a pod that no policy selects for Ingress passes.
 4. A packet to a pod that policies select jumps to that pod's chain: it passes if any ingress
    rule of any of those policies admits its source and its port, and is dropped otherwise.
@@ -18,8 +23,11 @@ podSelector (the policy's namespace), namespaceSelector (with an optional podSel
 or ipBlock (cidr less `except`); an empty `from` admits every source, empty `ports` every port;
 ports are numbers or names of the destination pod's containerPorts, with an optional `endPort`.
 `render` writes the table; `Enforcer.apply` loads it in one `nft -f` transaction (delete and
-recreate), and only when it changed. The node agent calls it every loop, and before starting a
-new pod's containers, so a new pod's first packets already meet the policy.
+recreate) with the Enforcer's command (`LOCAL_NFT`: in `ejnet0`; kind: `nft -f -` in the node's
+namespace), and only when it changed. The local node agent calls it every loop, and before
+starting a new pod's containers, so a new pod's first packets already meet the policy; kind's
+enforcer polls the API every second.
+Standard library only (with network.py, which is too): kind's enforcer image copies both.
 
 Limits: Ingress only (an Egress policy type is accepted and not enforced); IPv4; SCTP ports are
 matched like TCP/UDP ones; pods on simulate-mode nodes have no traffic to filter.
@@ -29,13 +37,17 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from elasticjob_localcluster import network
 
 TABLE = "ejnetpol"
+#: the local cluster's sources a policy always admits: the nodes' address (host, probes, API server)
+LOCAL_TRUSTED = (network.GATEWAY,)
+#: how the local cluster loads a table: nft in the pod network's namespace, the table on stdin
+LOCAL_NFT = ("ip", "netns", "exec", network.NET_NS, "nft", "-f", "-")
 
 
 def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
@@ -169,8 +181,11 @@ def _rule(allow: Allow) -> list[str]:
     return lines
 
 
-def render(isolated: dict[str, list[Allow]]) -> str:
-    """The nftables table for `isolated` (compile_ingress's result), as one `nft -f` transaction."""
+def render(isolated: dict[str, list[Allow]], trusted: Iterable[str]) -> str:
+    """The nftables table for `isolated` (compile_ingress's result), as one `nft -f` transaction.
+
+    `trusted`: addresses or CIDRs always admitted (a pod's own node, whence its probes come)."""
+    sources = sorted({str(ipaddress.ip_network(t, strict=False)) for t in trusted}, key=ipaddress.ip_network)
     lines = [
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",
@@ -178,8 +193,9 @@ def render(isolated: dict[str, list[Allow]]) -> str:
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
         "    ct state established,related accept",
-        f"    ip saddr {network.GATEWAY} accept",
     ]
+    if sources:
+        lines.append(f"    ip saddr {_set(src.removesuffix('/32') for src in sources)} accept")
     chains = []
     for n, ip in enumerate(sorted(isolated, key=ipaddress.ip_address)):
         lines.append(f"    ip daddr {ip} jump ingress-{n}")
@@ -204,21 +220,25 @@ def set_bridge_netfilter(on: bool) -> None:
 
 
 class Enforcer:
-    """Loads `render`'s table into NET_NS whenever it changes."""
+    """Loads `render`'s table with `command` (nft reading it on stdin) whenever it changes.
 
-    def __init__(self) -> None:
+    `command`: `LOCAL_NFT` on the local cluster, `("nft", "-f", "-")` on a kind node (host network).
+    `first_load` runs once, after the first table is in place: the local cluster turns
+    br_netfilter on in its pod network's namespace (`set_bridge_netfilter`); a kind node has it on."""
+
+    def __init__(self, command: Sequence[str], first_load: Callable[[], None] | None = None) -> None:
+        self.command = list(command)
+        self.first_load = first_load
         self.loaded: str | None = None
 
-    def apply(self, isolated: dict[str, list[Allow]]) -> bool:
-        """Load the table for `isolated` unless it is the one loaded; True if it was loaded."""
-        text = render(isolated)
+    def apply(self, isolated: dict[str, list[Allow]], trusted: Iterable[str]) -> bool:
+        """Load the table for `isolated` and `trusted` (see `render`) unless it is the one loaded;
+        True if it was loaded."""
+        text = render(isolated, trusted)
         if text == self.loaded:
             return False
-        subprocess.run(
-            ["ip", "netns", "exec", network.NET_NS, "nft", "-f", "-"], input=text, text=True, check=True,
-            capture_output=True,
-        )  # fmt: skip
-        if self.loaded is None:
-            set_bridge_netfilter(True)
+        subprocess.run(self.command, input=text, text=True, check=True, capture_output=True)
+        if self.loaded is None and self.first_load is not None:
+            self.first_load()
         self.loaded = text
         return True

@@ -75,7 +75,7 @@ class NodeAgent:
         self.coord = client.CoordinationV1Api()
         self.authz = client.AuthorizationV1Api()
         self.networking = client.NetworkingV1Api()
-        self.enforcer = netpol.Enforcer()
+        self.enforcer = netpol.Enforcer(netpol.LOCAL_NFT, first_load=lambda: netpol.set_bridge_netfilter(True))
         self.runners: dict[str, PodRunner] = {}
         self.pods: list[dict[str, Any]] = []
         self.services: list[dict[str, Any]] = []
@@ -258,7 +258,7 @@ class NodeAgent:
         }
         pods = [netpol.pod_from_api(r.pod, r.ip) for r in self.runners.values() if not r.settings.simulate]
         try:
-            self.enforcer.apply(netpol.compile_ingress(policies, pods, namespaces))
+            self.enforcer.apply(netpol.compile_ingress(policies, pods, namespaces), netpol.LOCAL_TRUSTED)
         except subprocess.CalledProcessError as exc:  # a rule nft refused: said, and tried again next loop
             log.error("nft refused the NetworkPolicy table: %s", exc.stderr)
 

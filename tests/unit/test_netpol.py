@@ -3,6 +3,7 @@ nftables table it renders (loaded into a real kernel by tests/localcluster/test_
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from elasticjob_localcluster import netpol
@@ -74,19 +75,42 @@ def test_peers_matching_no_pod_admit_nothing() -> None:
 
 def test_the_table_drops_what_no_rule_admits_and_passes_established_and_node_traffic() -> None:
     isolated = {STORE.ip: [Allow((WORKER.ip,), (), (("TCP", 29400, 29400),))], WORKER.ip: []}
-    text = netpol.render(isolated)
+    text = netpol.render(isolated, netpol.LOCAL_TRUSTED)
     lines = [line.strip() for line in text.splitlines()]
     assert lines[:3] == ["table inet ejnetpol {}", "delete table inet ejnetpol", "table inet ejnetpol {"]
     forward = lines[lines.index("chain forward {") :]
-    assert forward[2:6] == [
+    assert forward[1:6] == [
+        "type filter hook forward priority 0; policy accept;",
         "ct state established,related accept",
-        "ip saddr 10.244.0.1 accept",
+        "ip saddr { 10.244.0.1 } accept",
         f"ip daddr {STORE.ip} jump ingress-0",
         f"ip daddr {WORKER.ip} jump ingress-1",
     ]
     store_chain = lines[lines.index("chain ingress-0 {") + 1 : lines.index("chain ingress-1 {")]
     assert store_chain == [f"ip saddr {{ {WORKER.ip} }} meta l4proto tcp th dport 29400 accept", "drop", "}"]
     assert lines[lines.index("chain ingress-1 {") + 1] == "drop"
+
+
+def test_the_trusted_sources_are_a_parameter() -> None:
+    """kind's enforcer trusts every node's InternalIP and bridge gateway; none at all is allowed too."""
+    text = netpol.render({}, ["172.18.0.3", "10.250.1.1", "172.18.0.2/32", "10.250.1.1"])
+    assert "    ip saddr { 10.250.1.1, 172.18.0.2, 172.18.0.3 } accept" in text.splitlines()
+    assert "saddr" not in netpol.render({STORE.ip: []}, [])
+
+
+def test_the_enforcer_loads_with_its_command_only_when_the_table_changes(tmp_path: Path) -> None:
+    fake = tmp_path / "nft"
+    fake.write_text(f'#!/bin/sh\necho "$@" >>{tmp_path}/calls; cat >>{tmp_path}/tables\n')
+    fake.chmod(0o755)
+    firsts: list[bool] = []
+    enforcer = netpol.Enforcer([str(fake), "-f", "-"], first_load=lambda: firsts.append(True))
+    isolated = {STORE.ip: [Allow((WORKER.ip,), (), None)]}
+    assert enforcer.apply(isolated, ["172.18.0.2"])
+    assert not enforcer.apply(isolated, ["172.18.0.2"])
+    assert enforcer.apply(isolated, ["172.18.0.2", "172.18.0.3"])  # a node joined: loaded again
+    assert (tmp_path / "calls").read_text() == "-f -\n-f -\n"
+    assert (tmp_path / "tables").read_text().count("delete table inet ejnetpol") == 2
+    assert firsts == [True]
 
 
 def test_pod_from_api_reads_labels_and_named_ports() -> None:
