@@ -26,7 +26,7 @@ ports are numbers or names of the destination pod's containerPorts, with an opti
 recreate) with the Enforcer's command (`LOCAL_NFT`: in `ejnet0`; kind: `nft -f -` in the node's
 namespace), and only when it changed. The local node agent calls it every loop, and before
 starting a new pod's containers, so a new pod's first packets already meet the policy; kind's
-enforcer polls the API every second.
+enforcer polls the API every 2 s.
 Standard library only (with network.py, which is too): kind's enforcer image copies both.
 
 Limits: Ingress only (an Egress policy type is accepted and not enforced); IPv4; SCTP ports are

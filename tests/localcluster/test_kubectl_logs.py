@@ -46,9 +46,9 @@ def test_kubectl_logs_serves_each_option(kube: Kube, ns: str, tmp_path: Path) ->
     release = tmp_path / "release"
     script = SCRIPT.format(first=str(tmp_path / "first"), release=str(release))
     kube.apply([pod("talker", script, restartPolicy="OnFailure")], ns)
-    running = kube.run  # before the pod is bound and started its logs are an error: keep asking
+    # before the pod is bound and started, its logs are an error: keep asking
     wait_for(
-        lambda: "late line" in running("logs", "-n", ns, "talker", check=False).stdout,
+        lambda: "late line" in kube.run("logs", "-n", ns, "talker", check=False).stdout,
         60,
         "the second instance's late line",
         lambda: kube.story(ns),
