@@ -375,6 +375,7 @@ class ElasticJobSpec(_Model):
 
 
 class Phase(StrEnum):
+    QUEUED = "Queued"
     CREATED = "Created"
     WAITING = "WaitingForRendezvous"
     RUNNING = "Running"

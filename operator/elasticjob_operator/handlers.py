@@ -34,7 +34,7 @@ from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
 from elasticjob_api.times import format_time, now_text, parse_time
 from pydantic import ValidationError
 
-from elasticjob_operator import builders, failures, naming, pacing
+from elasticjob_operator import builders, failures, naming, pacing, queueing, workloads
 from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
 from elasticjob_operator.conditions import GANG_SCHEDULING, set_condition, set_phase_conditions
@@ -143,6 +143,52 @@ async def remember_disruptions(
         memo.gone_disrupted.setdefault((namespace, job), {})[name] = reason
 
 
+async def workloads_by_job(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Kueue Workloads that an ElasticJob controls, by (namespace, job): what Kueue answered."""
+    job = queueing.owner_job(dict(body))
+    return {(namespace, job): queueing.essentials(dict(body))} if job else {}
+
+
+async def flavors(*, name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+    """Kueue ResourceFlavors: the node labels and tolerations an admission puts into the pods."""
+    return {
+        name: {"nodeLabels": dict(spec.get("nodeLabels") or {}), "tolerations": list(spec.get("tolerations") or [])}
+    }
+
+
+def release_orphan(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Workload being deleted whose ElasticJob is gone: no reconcile will release it, so this does."""
+    workload = dict(body)
+    job = queueing.owner_job(workload)
+    if not (_leading(memo) and job and queueing.deleting(workload) and queueing.holds_finalizer(workload)):
+        return
+    kube: Kube = memo.kube
+    namespace = workload["metadata"].get("namespace")
+    if kube.get_optional(f"{GROUP}/{VERSION}", "ElasticJob", job, namespace) is None:
+        kube.remove_finalizer(workload, queueing.FINALIZER)
+
+
+def _queue_state(
+    job: ElasticJob, seen: pacing.Seen, flavor_index: Mapping[str, Any] | None
+) -> queueing.QueueState | None:
+    queue = queueing.queue_name(job)
+    if queue is None:
+        return None
+    found = {name: value for name, values in (flavor_index or {}).items() for value in values}
+    return queueing.QueueState(queue, seen.workloads[0] if seen.workloads else None, found)
+
+
+def _kueue_missing(decided: Plan, problem: str, now: datetime) -> None:
+    """Say on the job that its queue label found no Kueue: it waits, unqueued jobs' way is not taken."""
+    message = (
+        f"the job is labelled {queueing.QUEUE_LABEL} but its Workload could not be made ({problem}): install "
+        "Kueue with ElasticJob.v1alpha1.elasticjob.io in integrations.externalFrameworks, or remove the label; "
+        "until then the job waits"
+    )
+    cond = {"type": queueing.ADMITTED, "status": "False", "reason": "KueueNotInstalled", "message": message}
+    decided.status["conditions"] = set_condition(decided.status.get("conditions") or [], cond, format_time(now))
+
+
 async def nodes_not_ready(*, name: str, status: kopf.Status, **_: Any) -> dict[str, datetime | None]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
@@ -208,11 +254,13 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     pods_by_job: kopf.Index[Any, Any],
     nodes_not_ready: kopf.Index[str, datetime | None],
     logger: logging.Logger | kopf.ObjectLogger,
+    workloads_by_job: kopf.Index[Any, Any] | None = None,
+    flavors: kopf.Index[str, Any] | None = None,
 ) -> None:
     if not _leading(memo):
         return  # lost the lease since the tick checked: act on nothing
     memo.steady = memo.expected = None
-    seen = pacing.seen(body, pods_by_job, nodes_not_ready)
+    seen = pacing.seen(body, pods_by_job, nodes_not_ready, workloads_by_job)
     now = datetime.now(UTC)
     # taken for this reconcile only: the first plan after a pod is gone decides whether it counts
     gone_disrupted = memo.gone_disrupted.pop(
@@ -221,7 +269,11 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     try:
         job = ElasticJob.model_validate(dict(body))
         observed = Observed(
-            pods=list(seen.pods), nodes_not_ready_since=dict(seen.nodes), now=now, gone_disrupted=gone_disrupted
+            pods=list(seen.pods),
+            nodes_not_ready_since=dict(seen.nodes),
+            now=now,
+            gone_disrupted=gone_disrupted,
+            queue=_queue_state(job, seen, flavors),
         )
         decided = plan(job, observed, memo.settings)
     except (ValidationError, BuildError) as exc:
@@ -230,6 +282,10 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         return
     kube: Kube = memo.kube
     metrics: Metrics = memo.metrics
+    if decided.workload is not None:
+        problem = workloads.carry_out(kube, job, decided.workload, seen.workloads[0] if seen.workloads else None)
+        if problem is not None:
+            _kueue_missing(decided, problem, now)
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
     later: list[dict[str, Any]] = []
     if decided.create:
@@ -280,6 +336,8 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
             kwargs["pods_by_job"],
             kwargs["nodes_not_ready"],
             kwargs["logger"],
+            kwargs.get("workloads_by_job"),
+            kwargs.get("flavors"),
         )
 
 
@@ -288,7 +346,7 @@ async def reconcile_timer(**kwargs: Any) -> None:
     memo, now = kwargs["memo"], datetime.now(UTC)
     if not _leading(memo):
         return  # a standby (or a leader that has just lost the lease) reconciles nothing
-    seen = pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"])
+    seen = pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"], kwargs.get("workloads_by_job"))
     if pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(memo.get("steady"), seen, now):
         return
     # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
@@ -315,6 +373,11 @@ def registry(options: Options) -> kopf.OperatorRegistry:
     workers = {naming.LABEL_MANAGED_BY: naming.MANAGER, naming.LABEL_ROLE: naming.ROLE_WORKER}
     kopf.on.event("pods", labels=workers, registry=r)(remember_disruptions)
     kopf.index("nodes", registry=r)(nodes_not_ready)
+    # Kueue (queueing.py): watched once its CRDs exist (kopf rescans CRDs); without Kueue, empty
+    kopf.index(queueing.GROUP, queueing.VERSION, "workloads", registry=r)(workloads_by_job)
+    kopf.index(queueing.GROUP, queueing.VERSION, "resourceflavors", registry=r)(flavors)
+    kopf.on.event(queueing.GROUP, queueing.VERSION, "workloads", field="metadata.deletionTimestamp", value=kopf.PRESENT,
+                  registry=r)(release_orphan)  # fmt: skip
     kopf.timer(GROUP, VERSION, PLURAL, interval=options.reconcile_interval, backoff=RETRY_BACKOFF, registry=r)(
         reconcile_timer
     )

@@ -190,3 +190,77 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def get_optional(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """The object as a dict, or None if it or its API does not exist."""
+        try:
+            resource = self._resource(api_version, kind)
+            obj = self._send("get", 200, lambda: resource.get(name=name, namespace=namespace))
+        except ResourceNotFoundError:
+            return None
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(obj.to_dict())
+
+    def patch_status(self, manifest: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource of the object as read (its resourceVersion: a
+        conflict is False, and the next reconcile reads again)."""
+        meta = manifest["metadata"]
+        body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            self._send(
+                "patch",
+                200,
+                lambda: resource.status.patch(
+                    body=body,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    content_type="application/merge-patch+json",
+                ),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def remove_finalizer(self, manifest: dict[str, Any], finalizer: str) -> bool:
+        """Take one finalizer off (a JSON patch that tests it is still where it was read, so a
+        finalizer added or removed meanwhile is a 422, False, as is a gone object)."""
+        meta = manifest["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if finalizer not in finalizers:
+            return False
+        at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+        body = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            self._send(
+                "patch",
+                200,
+                lambda: resource.patch(
+                    body=body,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    content_type="application/json-patch+json",
+                ),
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
+
+    def delete_object(self, manifest: dict[str, Any]) -> None:
+        meta = manifest["metadata"]
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            self._send("delete", 200, lambda: resource.delete(name=meta["name"], namespace=meta.get("namespace")))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -37,22 +37,30 @@ class Seen:
     job_version: str | None
     pods: tuple[dict[str, Any], ...]
     nodes: tuple[tuple[str, datetime], ...]  # NotReady nodes and since when
+    #: the job's Kueue Workload, when it is queued (queueing.essentials)
+    workloads: tuple[dict[str, Any], ...] = ()
 
     @property
     def key(self) -> tuple[Any, ...]:
         versions = sorted((podinfo.name(p), p["metadata"].get("resourceVersion")) for p in self.pods)
-        return (self.job_version, tuple(versions), self.nodes)
+        workloads = tuple(w["metadata"].get("resourceVersion") for w in self.workloads)
+        return (self.job_version, tuple(versions), self.nodes, workloads)
 
 
 def seen(
-    body: Mapping[str, Any], pods_by_job: Mapping[Any, Iterable[Any]], nodes_not_ready: Mapping[str, Iterable[Any]]
+    body: Mapping[str, Any],
+    pods_by_job: Mapping[Any, Iterable[Any]],
+    nodes_not_ready: Mapping[str, Iterable[Any]],
+    workloads_by_job: Mapping[Any, Iterable[Any]] | None = None,
 ) -> Seen:
     meta = body.get("metadata") or {}
-    pods = tuple(pods_by_job.get((meta.get("namespace"), meta.get("name")), []))
+    key = (meta.get("namespace"), meta.get("name"))
+    pods = tuple(pods_by_job.get(key, []))
     nodes = tuple(
         sorted((node, since) for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None)
     )
-    return Seen(meta.get("resourceVersion"), pods, nodes)
+    workloads = tuple(workloads_by_job.get(key, [])) if workloads_by_job is not None else ()
+    return Seen(meta.get("resourceVersion"), pods, nodes, workloads)
 
 
 def _latest(values: Iterable[Any]) -> Any:

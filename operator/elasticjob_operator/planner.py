@@ -25,9 +25,9 @@ from elasticjob_api.models import (
 )
 from elasticjob_api.times import format_time, parse_time
 
-from elasticjob_operator import builders, naming
+from elasticjob_operator import builders, naming, queueing
 from elasticjob_operator import pods as podinfo
-from elasticjob_operator.conditions import set_phase_conditions
+from elasticjob_operator.conditions import set_condition, set_phase_conditions
 from elasticjob_operator.failures import Failure, classify_pod, disruption
 
 Manifest = dict[str, Any]
@@ -48,6 +48,8 @@ class Observed:
     #: worker pods of this job that are gone and carried DisruptionTarget when last seen: name ->
     #: the condition's reason (the pod watch remembers them; a pod can vanish between two reconciles)
     gone_disrupted: dict[str, str] = field(default_factory=dict)
+    #: the job's Workload and the ResourceFlavors, when the job is queued (label kueue.x-k8s.io/queue-name)
+    queue: queueing.QueueState | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,20 @@ class Event:
     cause: str = ""
 
 
+@dataclass(frozen=True)
+class WorkloadAction:
+    """What to do to a queued job's Kueue Workload (queueing.py)."""
+
+    #: create it (the handler builds it, with the priority it looks up)
+    create: bool = False
+    #: a status to write to it (read-modify-write of its conditions, based on the version seen)
+    status: dict[str, Any] | None = None
+    #: take the finalizer kueue.x-k8s.io/resource-in-use off (after `status`, if both)
+    release: bool = False
+    #: delete it (its counts are stale and it holds no quota): the finalizer first
+    delete: bool = False
+
+
 @dataclass
 class Plan:
     create: list[Manifest] = field(default_factory=list)
@@ -76,6 +92,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     delete_job: bool = False
+    workload: WorkloadAction | None = None
     #: the earliest later time at which the same observation could give another plan (a node's
     #: lost-grace, activeDeadlineSeconds or the TTL running out); None: only a change can
     recheck_at: datetime | None = None
@@ -83,7 +100,7 @@ class Plan:
     @property
     def acts(self) -> bool:
         """Whether carrying the plan out does anything besides writing status."""
-        return bool(self.create or self.delete or self.events or self.delete_job)
+        return bool(self.create or self.delete or self.events or self.delete_job or self.workload)
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,17 @@ class _Planner:
         self.stores = [p for p in observed.pods if podinfo.role(p) == naming.ROLE_STORE]
         self.failure: tuple[str, str] | None = None  # (reason, message)
         self.restarting = False
+        self.admission: queueing.Admission | None = None
+
+    @property
+    def desired(self) -> int:
+        """The workers wanted now: the spec's replicas, capped by what Kueue admitted."""
+        wanted = self.job.spec.desired_replicas
+        return wanted if self.admission is None else min(wanted, self.admission.workers)
+
+    def _placed(self, pod: Manifest, podset: str) -> Manifest:
+        placement = self.admission.placements.get(podset) if self.admission else None
+        return placement.apply(pod) if placement else pod
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -195,7 +223,7 @@ class _Planner:
         out.terminating.add(podinfo.name(pod))
 
     def count_losses(self, w: _Workers) -> int:
-        desired = self.job.spec.desired_replicas
+        desired = self.desired
         lost = sorted(i for i in self.previous.worker_indices if i < desired and i not in w.healthy)
         if w.succeeded:
             return self.previous.replacements
@@ -277,7 +305,7 @@ class _Planner:
                     (naming.store_pod_name(self.job, generation + 1),),
                 )
             generation += 1
-            self.plan.create.append(builders.build_store_pod(self.job, generation))
+            self.plan.create.append(self._placed(builders.build_store_pod(self.job, generation), queueing.PODSET_STORE))
         for pod in self.stores:
             gen = podinfo.label_int(pod, naming.LABEL_GENERATION) or 0
             if gen < generation and not podinfo.terminating(pod):
@@ -287,7 +315,7 @@ class _Planner:
         return (generation if current is not None else self.previous.rendezvous.store_generation), current
 
     def scale(self, w: _Workers) -> None:
-        desired = self.job.spec.desired_replicas
+        desired = self.desired
         leaving = sorted((i for i in w.healthy if i >= desired), reverse=True)
         if leaving:
             names = [naming.worker_pod_name(self.job, i) for i in leaving]
@@ -300,7 +328,7 @@ class _Planner:
             name = naming.worker_pod_name(self.job, i)
             if i in w.healthy or name in w.terminating:
                 continue
-            self.plan.create.append(builders.build_worker_pod(self.job, i))
+            self.plan.create.append(self._placed(builders.build_worker_pod(self.job, i), queueing.PODSET_WORKERS))
             (replaced if i in self.previous.worker_indices or i in w.failures else new).append(name)
         if new:
             self._event("Normal", "ScalingUp", f"creating {', '.join(new)} (replicas {desired})", tuple(new))
@@ -329,7 +357,7 @@ class _Planner:
         missing = []
         if store is None or not podinfo.is_ready(store):
             missing.append(f"store: {podinfo.waiting_reason(store) if store else 'being created'}")
-        for i in range(self.job.spec.desired_replicas):
+        for i in range(self.desired):
             pod = w.healthy.get(i)
             if pod is None:
                 missing.append(f"{naming.worker_pod_name(self.job, i)}: not created yet")
@@ -340,6 +368,7 @@ class _Planner:
     # --- the whole decision --------------------------------------------------------------
 
     def terminal(self) -> Plan:
+        self.finish_workload()
         policy = self.job.spec.clean_pod_policy
         for pod in self.observed_live():
             if policy == CleanPodPolicy.ALL or (
@@ -369,6 +398,97 @@ class _Planner:
         self._finish(Phase.SUSPENDED, "Suspended", "spec.suspend is true", _Counts(0, 0, []))
         return self.plan
 
+    # --- Kueue (queueing.py) ---------------------------------------------------------------
+
+    def queue_gate(self) -> Plan | None:
+        """The plan while Kueue has not admitted the job; None once it has (`self.admission` set)."""
+        state = self.obs.queue
+        if state is None:
+            return None
+        workload = state.workload
+        if workload is None:
+            self.plan.workload = WorkloadAction(create=True)
+            return self.queued("Pending", f"queued in LocalQueue {state.queue}: creating its Workload")
+        name = workload["metadata"]["name"]
+        if queueing.deleting(workload):
+            if not self.obs.pods and queueing.holds_finalizer(workload):
+                self.plan.workload = WorkloadAction(release=True)
+            return self.queued("WorkloadDeleted", f"Workload {name} is being deleted; the job queues again after it")
+        evicted = queueing.eviction(workload)
+        if evicted is not None:
+            reason, message = evicted
+            if not self.obs.pods:  # every pod is gone: give the quota back, as jobframework does
+                self.plan.workload = WorkloadAction(status=queueing.cleared_status(workload, reason, message, self.now))
+            if self.previous.phase != Phase.QUEUED:
+                self._event("Normal", "Evicted", f"Kueue evicted Workload {name} ({reason}): {message}; "
+                            "draining the pods, the job queues again (not counted against backoffLimit)")  # fmt: skip
+            return self.queued(
+                reason, f"evicted by Kueue ({reason}): {message}; the pods drain and the job queues again"
+            )
+        self.admission = queueing.admission(workload, state.flavors, self.job.spec.desired_replicas)
+        if self.admission is not None:
+            return None
+        if queueing.stale(workload, self.job) and not self.obs.pods:
+            self.plan.workload = WorkloadAction(delete=True)
+            return self.queued(
+                "Pending", f"queued in LocalQueue {state.queue}: the replicas changed, making the Workload again"
+            )
+        reason, message = queueing.waiting(workload)
+        return self.queued(reason, f"queued in LocalQueue {state.queue}: {message}")
+
+    def queued(self, reason: str, message: str) -> Plan:
+        """No pods until admitted: the live ones drain; the time queued is not run time."""
+        for pod in self.observed_live():
+            self._delete(pod, None, "not admitted by Kueue")
+        if self.previous.phase != Phase.QUEUED:
+            self._event("Normal", "Queued", message)
+        self._finish(Phase.QUEUED, reason, message, _Counts(0, 0, []))
+        status = self.plan.status
+        status["startTime"] = None  # reset on admission, as Job and TrainJob do on resume
+        status["conditions"] = set_condition(
+            status["conditions"],
+            {"type": queueing.ADMITTED, "status": "False", "reason": reason, "message": message},
+            self.now,
+        )
+        return self.plan
+
+    def admitted_condition(self) -> None:
+        adm = self.admission
+        if adm is None:
+            return
+        flavors = ", ".join(adm.flavors) or "none"
+        message = (
+            f"admitted by ClusterQueue {adm.cluster_queue}: {adm.workers} of {self.job.spec.desired_replicas} "
+            f"workers (flavors: {flavors})"
+        )
+        status = self.plan.status
+        status["conditions"] = set_condition(
+            status["conditions"],
+            {"type": queueing.ADMITTED, "status": "True", "reason": "Admitted", "message": message},
+            self.now,
+        )
+        if self.previous.phase == Phase.QUEUED or not any(
+            c.type == queueing.ADMITTED and c.status == "True" for c in self.previous.conditions
+        ):
+            self._event("Normal", "Admitted", message)
+
+    def finish_workload(self) -> None:
+        """A finished job's Workload: Finished (Kueue releases the quota), then no finalizer."""
+        state = self.obs.queue
+        workload = state.workload if state else None
+        if workload is None:
+            return
+        status = None
+        if not queueing.finished(workload) and not queueing.deleting(workload):
+            succeeded = self.previous.phase == Phase.SUCCEEDED
+            conditions = self.plan.status.get("conditions") or [
+                c.model_dump(by_alias=True) for c in self.previous.conditions
+            ]
+            message = next((c.get("message", "") for c in conditions if c["type"] == self.previous.phase), "")
+            status = queueing.finished_status(workload, succeeded, message or "the job finished", self.now)
+        if status is not None or queueing.holds_finalizer(workload):
+            self.plan.workload = WorkloadAction(status=status, release=queueing.holds_finalizer(workload))
+
     def _finish(self, phase: Phase, reason: str, message: str, counts: _Counts) -> None:
         status = self.plan.status
         status.update(
@@ -391,12 +511,16 @@ class _Planner:
             status["completionTime"] = self.now
         if phase != self.previous.phase and phase in TERMINAL_PHASES | {Phase.RUNNING}:
             self._event("Warning" if phase == Phase.FAILED else "Normal", phase.value, message)
+        self.admitted_condition()
 
     def run(self) -> Plan:
         if self.previous.phase in TERMINAL_PHASES:
             return self.terminal()
         if self.job.spec.suspend:
             return self.suspended()
+        gate = self.queue_gate()
+        if gate is not None:
+            return gate
         deadline = self.job.spec.active_deadline_seconds
         start = self.previous.start_time
         if deadline is not None and start is not None and self._due(parse_time(start) + timedelta(seconds=deadline)):
@@ -415,7 +539,7 @@ class _Planner:
             rendezvous=self.rendezvous(generation, w),
         )
         count = _Counts(replicas=len(w.healthy), ready=ready, indices=sorted(w.healthy))
-        desired = self.job.spec.desired_replicas
+        desired = self.desired
         if self.failure is not None:
             reason, message = self.failure
             self._finish(Phase.FAILED, reason, message, count)
