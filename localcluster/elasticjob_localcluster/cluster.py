@@ -2,8 +2,10 @@
 kube-scheduler (real binaries from hack/k8s/ensure.sh) and the node agent.
 
 `Cluster(state_dir, nodes).start()` returns when every component's health endpoint answers and
-the nodes are Ready; it writes `<state>/kubeconfig`. `stop()` (also from another process, via the
-pid files) stops everything and removes the pod network, leaving no process, namespace or mount.
+the nodes are Ready; it writes `<state>/kubeconfig`. The API server calls Services (webhooks,
+aggregated APIs) at their ready endpoints' pod IPs, since nothing routes ClusterIPs. `stop()`
+(also from another process, via the pid files) stops everything and removes the pod network,
+leaving no process, namespace or mount.
 Limits: one cluster per machine at a time (fixed ports and the bridge name); root is needed for
 network namespaces.
 """
@@ -49,11 +51,15 @@ def k8s_bin_dir() -> Path:
     if env:
         return Path(env)
     # ensure.sh prints one line per component it builds (a new machine builds them once, about 12
-    # minutes on 2 cores, then reuses its cache): passed on to stderr with the time since the start
+    # minutes on 2 cores, then reuses its cache)
+    return run_ensure(REPO / "hack/k8s/ensure.sh")
+
+
+def run_ensure(script: Path) -> Path:
+    """Run one of hack/*/ensure.sh (build once, cached by version) and return the directory it prints;
+    its progress lines are passed on to stderr with the time since the start."""
     start = time.monotonic()
-    with subprocess.Popen(
-        ["bash", str(REPO / "hack/k8s/ensure.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    with subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         for line in proc.stderr or ():
             print(f"[{time.monotonic() - start:4.0f}s] {line.rstrip()}", file=sys.stderr, flush=True)
         out = proc.stdout.read() if proc.stdout else ""
@@ -181,7 +187,9 @@ class Cluster:
             f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
             f"--kubelet-certificate-authority={pki}/ca.crt", "--kubelet-preferred-address-types=InternalIP",
             "--event-ttl=1h", f"--feature-gates={GANG_GATES}", "--runtime-config=scheduling.k8s.io/v1alpha1=true",
-            "--v=1",
+            # a Service's ready endpoint IPs, not its ClusterIP, for admission webhooks, CRD conversion
+            # and aggregated APIs (there is no kube-proxy; pod IPs route through network.HOST_IF)
+            "--enable-aggregator-routing=true", "--v=1",
         ])  # fmt: skip
         self._wait("kube-apiserver", f"https://127.0.0.1:{API_PORT}/readyz")
         self._start("kube-controller-manager", [
