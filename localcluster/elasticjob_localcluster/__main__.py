@@ -1,4 +1,9 @@
-"""`python -m elasticjob_localcluster up|down|status|lose-node NODE|restore-node NODE|agent`."""
+"""`python -m elasticjob_localcluster up|down|status|lose-node NODE|restore-node NODE|install-kueue|...`.
+
+The commands: up|down|status|lose-node NODE|restore-node NODE|install-kueue|uninstall-kueue|agent.
+
+`install-kueue` builds (once) and installs Kueue with its webhooks into the running cluster
+(`elasticjob_localcluster.kueue`); `uninstall-kueue` removes it but its CRDs."""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from elasticjob_localcluster.cluster import Cluster, default_state_dir
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m elasticjob_localcluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "lose-node", "restore-node", "agent"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "lose-node", "restore-node", "install-kueue", "uninstall-kueue", "agent"],
+    )
     parser.add_argument("node", nargs="?", help="node name, for lose-node/restore-node")
     parser.add_argument(
         "--state", type=Path, default=None, help="state directory (default .cluster or $ELASTICJOB_CLUSTER_DIR)"
@@ -33,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             print("left behind: " + ", ".join(left), file=sys.stderr)
             return 1
+    elif opts.command in ("install-kueue", "uninstall-kueue"):
+        from elasticjob_localcluster import kueue
+
+        def say(line: str) -> None:
+            print(line, flush=True)
+
+        if opts.command == "install-kueue":
+            kueue.install(cluster.kubeconfig, kueue.ensure(), progress=say)
+        else:
+            kueue.uninstall(cluster.kubeconfig, progress=say)
     elif opts.command == "status":
         from elasticjob_localcluster import procs
 
