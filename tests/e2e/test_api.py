@@ -77,6 +77,27 @@ def test_gang_without_a_gang_scheduler_says_so_on_the_job(operator: Kube, namesp
     assert "'volcano'" in cond["message"]
 
 
+def test_a_queue_label_without_kueue_waits_and_says_so(operator: Kube, namespace: str) -> None:
+    """Before the suite installs Kueue (test_kueue.py runs after this file, in a fresh cluster):
+    the job neither runs unqueued nor fails; it waits and says what is missing."""
+    crd = operator.run("get", "crd", "workloads.kueue.x-k8s.io", check=False)
+    assert crd.returncode != 0, "Kueue's CRDs are in this cluster: this test needs a cluster without Kueue"
+    job = job_manifests("nokueue")
+    job[1]["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "queue"}
+    operator.apply(job, namespace)
+
+    def condition() -> dict[str, Any] | None:
+        conds = ((operator.get("ej", "nokueue", namespace) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Admitted" and c.get("reason") == "KueueNotInstalled"), None)
+
+    cond = wait_for(condition, 60, "the Admitted condition", lambda: operator.story(namespace))
+    assert cond["status"] == "False" and "kueue.x-k8s.io/v1beta2 Workload is not installed" in cond["message"], cond
+    assert "ElasticJob.v1alpha1.elasticjob.io" in cond["message"], cond
+    st = operator.get("ej", "nokueue", namespace) or {}
+    assert st["status"]["phase"] == "Queued", st["status"]
+    assert not operator.json("get", "pods", "-n", namespace, "-l", "elasticjob.io/job-name=nokueue")["items"]
+
+
 def test_long_name_is_rejected(operator: Kube, namespace: str) -> None:
     result = operator.apply(invalid({}, name="x" * 41), namespace, check=False)
     assert result.returncode != 0 and "at most 40 characters" in result.stderr
