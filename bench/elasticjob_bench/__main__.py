@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes, runs and variants")
     parser.add_argument(
         "--only",
-        default="b1,b2,b3,b4,b5b,b6",
-        help="comma-separated benchmarks: b1, b2 (b1, b2 and b5 share their jobs: any runs all), b3, b4, b5b, b6",
+        default="b1,b2,b3,b4,b5b,b6,b7",
+        help="comma-separated benchmarks: b1, b2 (b1, b2 and b5 share their jobs: any runs all), b3, b4, b5b, b6, b7",
     )
     parser.add_argument(
         "--b4-jobs",
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=machine.REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     chosen = {b.strip().lower() for b in args.only.split(",") if b.strip()}
-    unknown = chosen - {"b1", "b2", "b3", "b4", "b5b", "b6"}
+    unknown = chosen - {"b1", "b2", "b3", "b4", "b5b", "b6", "b7"}
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3, b4, b5b, b6")
+        parser.error(f"unknown benchmarks {sorted(unknown)}: choose from b1, b2, b3, b4, b5b, b6, b7")
     started = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
         results["b6"] = failover.run(3 if args.quick else 5)
         lap("b6")
+    if "b7" in chosen:
+        from elasticjob_bench import kueue_latency
+
+        results["b7"] = kueue_latency.run(3 if args.quick else 5)
+        lap("b7")
     results["seconds"] = round(time.monotonic() - started, 1)
     results["seconds_by_part"] = took
     args.out.mkdir(parents=True, exist_ok=True)

@@ -280,6 +280,27 @@ def _b6(b: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _b7(b: dict[str, Any]) -> list[str]:
+    runs = b["runs_s"]
+    return [
+        "## B7 through Kueue",
+        "",
+        f"The same {b['shape']} CPU job as B1, applied unqueued (the baseline) and labelled "
+        "`kueue.x-k8s.io/queue-name` for a real Kueue (v0.17, with its webhooks) whose ClusterQueue has room "
+        f"for it; {b['runs']} runs of each, interleaved, in the same run. Times from `kubectl apply`; "
+        "`admitted`: the job's `Admitted` condition turned True.",
+        "",
+        "| job | apply → admitted | admitted → step 1 | apply → step 1 | ratio vs unqueued | runs (apply → step 1) |",
+        "|---|---|---|---|---|---|",
+        f"| unqueued | - | - | {b['plain_first_step_s']} s | 1.0 | {', '.join(f'{v} s' for v in runs['plain'])} |",
+        f"| through Kueue | {b['queued_admitted_s']} s | {b['queued_admission_to_first_step_s']} s | "
+        f"{b['queued_first_step_s']} s | {b['ratio']} | {', '.join(f'{v} s' for v in runs['queued'])} |",
+        "",
+        f"Kueue adds {b['overhead_s']} s to the time to the first step (median against median).",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], doc_dir: Path) -> str:
     m = results["machine"]
 
@@ -358,13 +379,15 @@ def markdown(results: dict[str, Any], json_path: Path, plot_paths: list[Path], d
         lines += _b5b(results["b5b"])
     if "b6" in results:
         lines += _b6(results["b6"])
+    if "b7" in results:
+        lines += _b7(results["b7"])
     if plot_paths:
         lines += ["## Plots", ""] + [f"![{p.stem}]({rel(p)})" for p in plot_paths] + [""]
     lines += [
         "## Reproduce",
         "",
         "```sh",
-        "make bench-quick   # B1, B2/B5, B3, B4, B5b and B6 with fewer sizes, runs and variants",
+        "make bench-quick   # B1, B2/B5, B3, B4, B5b, B6 and B7 with fewer sizes, runs and variants",
         "make bench         # every size, more runs",
         ".venv/bin/python -m elasticjob_bench --only b3   # one benchmark",
         "```",

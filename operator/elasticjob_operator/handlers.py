@@ -39,6 +39,7 @@ from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
 from elasticjob_operator.conditions import GANG_SCHEDULING, set_condition, set_phase_conditions
 from elasticjob_operator.kube import Kube
+from elasticjob_operator.kueuewatch import KueueWatch
 from elasticjob_operator.metrics import Metrics
 from elasticjob_operator.planner import Observed, Plan, PlannerSettings, plan
 
@@ -94,6 +95,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.kube = Kube()
     if memo.get("metrics") is None:  # cli.main passes one wired to its leader; without it, one of its own
         memo.metrics = Metrics()
+    if memo.get("kueue") is None:  # Kueue's Workloads and flavors (kueuewatch.py: not kopf's watches)
+        memo.kueue = KueueWatch(memo.kube.api)
+        memo.kueue.on_deleting = functools.partial(release_orphan, memo)
+        memo.kueue.start()
     memo.settings = PlannerSettings(node_lost_grace=timedelta(seconds=options.node_lost_grace_seconds))
 
 
@@ -143,24 +148,11 @@ async def remember_disruptions(
         memo.gone_disrupted.setdefault((namespace, job), {})[name] = reason
 
 
-async def workloads_by_job(*, namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """Kueue Workloads that an ElasticJob controls, by (namespace, job): what Kueue answered."""
-    job = queueing.owner_job(dict(body))
-    return {(namespace, job): queueing.essentials(dict(body))} if job else {}
-
-
-async def flavors(*, name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
-    """Kueue ResourceFlavors: the node labels and tolerations an admission puts into the pods."""
-    return {
-        name: {"nodeLabels": dict(spec.get("nodeLabels") or {}), "tolerations": list(spec.get("tolerations") or [])}
-    }
-
-
-def release_orphan(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A Workload being deleted whose ElasticJob is gone: no reconcile will release it, so this does."""
-    workload = dict(body)
+def release_orphan(memo: kopf.Memo, workload: dict[str, Any]) -> None:
+    """A Workload being deleted whose ElasticJob is gone: no reconcile will release it, so this
+    does (kueuewatch calls it from its thread)."""
     job = queueing.owner_job(workload)
-    if not (_leading(memo) and job and queueing.deleting(workload) and queueing.holds_finalizer(workload)):
+    if not (_leading(memo) and job and queueing.holds_finalizer(workload)):
         return
     kube: Kube = memo.kube
     namespace = workload["metadata"].get("namespace")
@@ -168,14 +160,21 @@ def release_orphan(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         kube.remove_finalizer(workload, queueing.FINALIZER)
 
 
-def _queue_state(
-    job: ElasticJob, seen: pacing.Seen, flavor_index: Mapping[str, Any] | None
-) -> queueing.QueueState | None:
+def _workloads(body: Mapping[str, Any], memo: kopf.Memo) -> tuple[dict[str, Any], ...] | None:
+    """A queued job's Workloads as kueuewatch shows them; None for a job without a queue label."""
+    meta = body.get("metadata") or {}
+    if not (meta.get("labels") or {}).get(queueing.QUEUE_LABEL):
+        return None
+    watcher: KueueWatch = memo.kueue
+    return watcher.workloads(meta.get("namespace"), meta.get("name"))
+
+
+def _queue_state(job: ElasticJob, seen: pacing.Seen, memo: kopf.Memo) -> queueing.QueueState | None:
     queue = queueing.queue_name(job)
     if queue is None:
         return None
-    found = {name: value for name, values in (flavor_index or {}).items() for value in values}
-    return queueing.QueueState(queue, seen.workloads[0] if seen.workloads else None, found)
+    watcher: KueueWatch = memo.kueue
+    return queueing.QueueState(queue, seen.workloads, watcher.flavors())
 
 
 def _kueue_missing(decided: Plan, problem: str, now: datetime) -> None:
@@ -254,13 +253,11 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     pods_by_job: kopf.Index[Any, Any],
     nodes_not_ready: kopf.Index[str, datetime | None],
     logger: logging.Logger | kopf.ObjectLogger,
-    workloads_by_job: kopf.Index[Any, Any] | None = None,
-    flavors: kopf.Index[str, Any] | None = None,
 ) -> None:
     if not _leading(memo):
         return  # lost the lease since the tick checked: act on nothing
     memo.steady = memo.expected = None
-    seen = pacing.seen(body, pods_by_job, nodes_not_ready, workloads_by_job)
+    seen = pacing.seen(body, pods_by_job, nodes_not_ready, _workloads(body, memo))
     now = datetime.now(UTC)
     # taken for this reconcile only: the first plan after a pod is gone decides whether it counts
     gone_disrupted = memo.gone_disrupted.pop(
@@ -273,7 +270,7 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
             nodes_not_ready_since=dict(seen.nodes),
             now=now,
             gone_disrupted=gone_disrupted,
-            queue=_queue_state(job, seen, flavors),
+            queue=_queue_state(job, seen, memo),
         )
         decided = plan(job, observed, memo.settings)
     except (ValidationError, BuildError) as exc:
@@ -282,8 +279,8 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
         return
     kube: Kube = memo.kube
     metrics: Metrics = memo.metrics
-    if decided.workload is not None:
-        problem = workloads.carry_out(kube, job, decided.workload, seen.workloads[0] if seen.workloads else None)
+    for action in decided.workloads:
+        problem = workloads.carry_out(kube, job, action)
         if problem is not None:
             _kueue_missing(decided, problem, now)
     # two waves of concurrent creates: a pod needs its ServiceAccount to exist, a RoleBinding its Role
@@ -336,8 +333,6 @@ def _reconcile_kwargs(kwargs: dict[str, Any]) -> None:
             kwargs["pods_by_job"],
             kwargs["nodes_not_ready"],
             kwargs["logger"],
-            kwargs.get("workloads_by_job"),
-            kwargs.get("flavors"),
         )
 
 
@@ -346,7 +341,9 @@ async def reconcile_timer(**kwargs: Any) -> None:
     memo, now = kwargs["memo"], datetime.now(UTC)
     if not _leading(memo):
         return  # a standby (or a leader that has just lost the lease) reconciles nothing
-    seen = pacing.seen(kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"], kwargs.get("workloads_by_job"))
+    seen = pacing.seen(
+        kwargs["body"], kwargs["pods_by_job"], kwargs["nodes_not_ready"], _workloads(kwargs["body"], memo)
+    )
     if pacing.waiting_for_watch(memo.get("expected"), seen, now) or pacing.still_steady(memo.get("steady"), seen, now):
         return
     # in kopf's context (kopf.event reads its settings from a context variable), as kopf runs sync handlers
@@ -373,11 +370,6 @@ def registry(options: Options) -> kopf.OperatorRegistry:
     workers = {naming.LABEL_MANAGED_BY: naming.MANAGER, naming.LABEL_ROLE: naming.ROLE_WORKER}
     kopf.on.event("pods", labels=workers, registry=r)(remember_disruptions)
     kopf.index("nodes", registry=r)(nodes_not_ready)
-    # Kueue (queueing.py): watched once its CRDs exist (kopf rescans CRDs); without Kueue, empty
-    kopf.index(queueing.GROUP, queueing.VERSION, "workloads", registry=r)(workloads_by_job)
-    kopf.index(queueing.GROUP, queueing.VERSION, "resourceflavors", registry=r)(flavors)
-    kopf.on.event(queueing.GROUP, queueing.VERSION, "workloads", field="metadata.deletionTimestamp", value=kopf.PRESENT,
-                  registry=r)(release_orphan)  # fmt: skip
     kopf.timer(GROUP, VERSION, PLURAL, interval=options.reconcile_interval, backoff=RETRY_BACKOFF, registry=r)(
         reconcile_timer
     )

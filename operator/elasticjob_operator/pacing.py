@@ -51,7 +51,7 @@ def seen(
     body: Mapping[str, Any],
     pods_by_job: Mapping[Any, Iterable[Any]],
     nodes_not_ready: Mapping[str, Iterable[Any]],
-    workloads_by_job: Mapping[Any, Iterable[Any]] | None = None,
+    workloads: Iterable[dict[str, Any]] | None = None,
 ) -> Seen:
     meta = body.get("metadata") or {}
     key = (meta.get("namespace"), meta.get("name"))
@@ -59,8 +59,7 @@ def seen(
     nodes = tuple(
         sorted((node, since) for node, values in nodes_not_ready.items() if (since := _latest(values)) is not None)
     )
-    workloads = tuple(workloads_by_job.get(key, [])) if workloads_by_job is not None else ()
-    return Seen(meta.get("resourceVersion"), pods, nodes, workloads)
+    return Seen(meta.get("resourceVersion"), pods, nodes, tuple(workloads or ()))
 
 
 def _latest(values: Iterable[Any]) -> Any:

@@ -73,15 +73,17 @@ class Event:
 
 @dataclass(frozen=True)
 class WorkloadAction:
-    """What to do to a queued job's Kueue Workload (queueing.py)."""
+    """What to do to one of a queued job's Kueue Workloads (queueing.py)."""
 
-    #: create it (the handler builds it, with the priority it looks up)
+    #: the Workload: as built (`create`) or as the index shows it
+    workload: Manifest
+    #: create it (the handler adds the priority it looks up)
     create: bool = False
     #: a status to write to it (read-modify-write of its conditions, based on the version seen)
     status: dict[str, Any] | None = None
     #: take the finalizer kueue.x-k8s.io/resource-in-use off (after `status`, if both)
     release: bool = False
-    #: delete it (its counts are stale and it holds no quota): the finalizer first
+    #: delete it (the finalizer first): stale counts without quota, or an evicted extension
     delete: bool = False
 
 
@@ -92,7 +94,7 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     delete_job: bool = False
-    workload: WorkloadAction | None = None
+    workloads: list[WorkloadAction] = field(default_factory=list)
     #: the earliest later time at which the same observation could give another plan (a node's
     #: lost-grace, activeDeadlineSeconds or the TTL running out); None: only a change can
     recheck_at: datetime | None = None
@@ -100,7 +102,7 @@ class Plan:
     @property
     def acts(self) -> bool:
         """Whether carrying the plan out does anything besides writing status."""
-        return bool(self.create or self.delete or self.events or self.delete_job or self.workload)
+        return bool(self.create or self.delete or self.events or self.delete_job or self.workloads)
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,11 @@ class _Planner:
         wanted = self.job.spec.desired_replicas
         return wanted if self.admission is None else min(wanted, self.admission.workers)
 
-    def _placed(self, pod: Manifest, podset: str) -> Manifest:
-        placement = self.admission.placements.get(podset) if self.admission else None
+    def _placed(self, pod: Manifest, index: int | None) -> Manifest:
+        """The pod with its admitted flavors' placement (worker `index`, or the store: None)."""
+        if self.admission is None:
+            return pod
+        placement = self.admission.store if index is None else self.admission.placement(index)
         return placement.apply(pod) if placement else pod
 
     # --- helpers --------------------------------------------------------------------------
@@ -305,7 +310,7 @@ class _Planner:
                     (naming.store_pod_name(self.job, generation + 1),),
                 )
             generation += 1
-            self.plan.create.append(self._placed(builders.build_store_pod(self.job, generation), queueing.PODSET_STORE))
+            self.plan.create.append(self._placed(builders.build_store_pod(self.job, generation), None))
         for pod in self.stores:
             gen = podinfo.label_int(pod, naming.LABEL_GENERATION) or 0
             if gen < generation and not podinfo.terminating(pod):
@@ -328,7 +333,7 @@ class _Planner:
             name = naming.worker_pod_name(self.job, i)
             if i in w.healthy or name in w.terminating:
                 continue
-            self.plan.create.append(self._placed(builders.build_worker_pod(self.job, i), queueing.PODSET_WORKERS))
+            self.plan.create.append(self._placed(builders.build_worker_pod(self.job, i), i))
             (replaced if i in self.previous.worker_indices or i in w.failures else new).append(name)
         if new:
             self._event("Normal", "ScalingUp", f"creating {', '.join(new)} (replicas {desired})", tuple(new))
@@ -400,41 +405,81 @@ class _Planner:
 
     # --- Kueue (queueing.py) ---------------------------------------------------------------
 
+    def _act(self, workload: Manifest, **what: Any) -> None:
+        self.plan.workloads.append(WorkloadAction(workload, **what))
+
     def queue_gate(self) -> Plan | None:
         """The plan while Kueue has not admitted the job; None once it has (`self.admission` set)."""
         state = self.obs.queue
         if state is None:
             return None
-        workload = state.workload
-        if workload is None:
-            self.plan.workload = WorkloadAction(create=True)
+        base = state.base
+        if base is None:
+            self._act(queueing.build_workload(self.job), create=True)
             return self.queued("Pending", f"queued in LocalQueue {state.queue}: creating its Workload")
-        name = workload["metadata"]["name"]
-        if queueing.deleting(workload):
-            if not self.obs.pods and queueing.holds_finalizer(workload):
-                self.plan.workload = WorkloadAction(release=True)
+        name = base["metadata"]["name"]
+        if queueing.deleting(base):
+            if not self.obs.pods and queueing.holds_finalizer(base):
+                self._act(base, release=True)
             return self.queued("WorkloadDeleted", f"Workload {name} is being deleted; the job queues again after it")
-        evicted = queueing.eviction(workload)
+        evicted = queueing.eviction(base)
         if evicted is not None:
             reason, message = evicted
             if not self.obs.pods:  # every pod is gone: give the quota back, as jobframework does
-                self.plan.workload = WorkloadAction(status=queueing.cleared_status(workload, reason, message, self.now))
+                self._act(base, status=queueing.cleared_status(base, reason, message, self.now))
+                for extension in state.extensions:
+                    self._act(extension, release=queueing.holds_finalizer(extension), delete=True)
             if self.previous.phase != Phase.QUEUED:
                 self._event("Normal", "Evicted", f"Kueue evicted Workload {name} ({reason}): {message}; "
                             "draining the pods, the job queues again (not counted against backoffLimit)")  # fmt: skip
             return self.queued(
                 reason, f"evicted by Kueue ({reason}): {message}; the pods drain and the job queues again"
             )
-        self.admission = queueing.admission(workload, state.flavors, self.job.spec.desired_replicas)
+        self.admission = queueing.admission(state)
         if self.admission is not None:
+            self.extend(state, self.admission)
             return None
-        if queueing.stale(workload, self.job) and not self.obs.pods:
-            self.plan.workload = WorkloadAction(delete=True)
+        if queueing.stale(base, self.job.spec.desired_replicas, self.job.spec.min_replicas) and not self.obs.pods:
+            self._act(base, release=True, delete=True)
             return self.queued(
                 "Pending", f"queued in LocalQueue {state.queue}: the replicas changed, making the Workload again"
             )
-        reason, message = queueing.waiting(workload)
+        reason, message = queueing.waiting(base)
         return self.queued(reason, f"queued in LocalQueue {state.queue}: {message}")
+
+    def extend(self, state: queueing.QueueState, adm: queueing.Admission) -> None:
+        """Admitted: ask for the workers still wanted with one pending extension; give back the
+        extensions no longer needed or evicted once their workers are gone."""
+        wanted = self.job.spec.desired_replicas
+        workers = [p for p in self.workers if podinfo.label_int(p, naming.LABEL_INDEX) is not None]
+        starts = {s.workload: s.start for s in adm.slices}
+        pending = False
+        for ext in state.extensions:
+            if queueing.finished(ext) or queueing.deleting(ext):
+                if queueing.holds_finalizer(ext):
+                    self._act(ext, release=True)
+                continue
+            name = ext["metadata"]["name"]
+            if name in starts:  # admitted: finished once scaled below its first worker and they are gone
+                start = starts[name]
+                if start >= wanted and not any(
+                    (podinfo.label_int(p, naming.LABEL_INDEX) or 0) >= start for p in workers
+                ):
+                    status = queueing.finished_status(ext, True, "the job was scaled down below its workers", self.now)
+                    self._act(ext, status=status, release=True)
+                continue
+            if queueing.eviction(ext) is not None:
+                if len(workers) <= adm.workers:  # its workers are gone (capped by `desired`, drained)
+                    self._act(ext, release=True, delete=True)
+                pending = True  # it holds quota until it is gone: made again after that
+                continue
+            if queueing.stale(ext, wanted - adm.workers, 1):
+                self._act(ext, release=True, delete=True)
+                continue
+            pending = True
+        if wanted > adm.workers and not pending and not any(a.delete for a in self.plan.workloads):
+            number = max((queueing.extension_number(e) for e in state.extensions), default=0) + 1
+            self._act(queueing.build_extension(self.job, number, wanted - adm.workers), create=True)
 
     def queued(self, reason: str, message: str) -> Plan:
         """No pods until admitted: the live ones drain; the time queued is not run time."""
@@ -473,21 +518,21 @@ class _Planner:
             self._event("Normal", "Admitted", message)
 
     def finish_workload(self) -> None:
-        """A finished job's Workload: Finished (Kueue releases the quota), then no finalizer."""
+        """A finished job's Workloads: Finished (Kueue releases the quota), then no finalizer."""
         state = self.obs.queue
-        workload = state.workload if state else None
-        if workload is None:
+        if state is None:
             return
-        status = None
-        if not queueing.finished(workload) and not queueing.deleting(workload):
-            succeeded = self.previous.phase == Phase.SUCCEEDED
-            conditions = self.plan.status.get("conditions") or [
-                c.model_dump(by_alias=True) for c in self.previous.conditions
-            ]
-            message = next((c.get("message", "") for c in conditions if c["type"] == self.previous.phase), "")
-            status = queueing.finished_status(workload, succeeded, message or "the job finished", self.now)
-        if status is not None or queueing.holds_finalizer(workload):
-            self.plan.workload = WorkloadAction(status=status, release=queueing.holds_finalizer(workload))
+        conditions = self.plan.status.get("conditions") or [
+            c.model_dump(by_alias=True) for c in self.previous.conditions
+        ]
+        message = next((c.get("message", "") for c in conditions if c["type"] == self.previous.phase), "")
+        for workload in state.workloads:
+            status = None
+            if not queueing.finished(workload) and not queueing.deleting(workload):
+                succeeded = self.previous.phase == Phase.SUCCEEDED
+                status = queueing.finished_status(workload, succeeded, message or "the job finished", self.now)
+            if status is not None or queueing.holds_finalizer(workload):
+                self._act(workload, status=status, release=queueing.holds_finalizer(workload))
 
     def _finish(self, phase: Phase, reason: str, message: str, counts: _Counts) -> None:
         status = self.plan.status

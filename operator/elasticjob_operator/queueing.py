@@ -16,13 +16,23 @@ Kueue's jobframework an integration owns (docs/research/kueue-v0.17.md, section 
    drained as on a scale-down, nothing counts against backoffLimit, and once no pod is left the
    admission is cleared in one status write (`cleared_status`), as jobframework does, so that
    Kueue can requeue the Workload and the preemptor's quota frees.
-5. The job finished: the Workload is marked `Finished` (Kueue releases the quota), then loses
+5. Admitted with fewer workers than `replicas` (partial admission, or `kubectl scale` beyond
+   the admitted count): the job runs with what it has and asks for the rest with an extension
+   Workload (label `elasticjob.io/workload-extension: <k>`, one `workers` PodSet of count =
+   wanted - admitted, minCount 1), at most one pending at a time. An admitted extension's workers
+   join at the next rendezvous round; scaled down below an extension's first worker, that
+   extension is Finished once its pods are gone, which gives its quota back. An evicted extension
+   takes only its own workers away (the job shrinks, as on a scale-down) and is made again.
+6. The job finished: every Workload is marked `Finished` (Kueue releases the quota), then loses
    its finalizer.
 
-Limits: the Workload's PodSets are written once; a job scaled beyond the admitted count runs at
-the admitted count (Kueue's workload slices are Alpha and cover only its built-in jobs). A
-Workload not yet reserved whose counts no longer match the spec is deleted and made again.
-TAS flavors (`topologyName`) and AdmissionCheck podSetUpdates are not applied.
+Limits: a Workload's PodSets are written once (Kueue forbids changes while quota is reserved); a
+pending one whose counts no longer match is deleted and made again. Worker indices map to the
+admitted Workloads in order (the base, then extensions by number), so after an extension in the
+middle is evicted, a surviving pod may run on a flavor assigned to another Workload's slot.
+Kueue's workload slices (ElasticJobsViaWorkloadSlices) are Alpha, off by default and
+all-or-nothing, so they are not used (docs/research/kueue-workload-slices.md). TAS flavors
+(`topologyName`) and AdmissionCheck podSetUpdates are not applied.
 """
 
 from __future__ import annotations
@@ -60,10 +70,21 @@ def queue_name(job: ElasticJob) -> str | None:
     return str(value) if value else None
 
 
-def workload_name(job: ElasticJob) -> str:
-    """Kueue's naming convention for a job's Workload: `elasticjob-<job>-<5 hex of kind, group, name, uid>`."""
+EXTENSION_LABEL = "elasticjob.io/workload-extension"
+
+
+def workload_name(job: ElasticJob, extension: int = 0) -> str:
+    """Kueue's naming convention for a job's Workload: `elasticjob-<job>-<5 hex of kind, group,
+    name, uid>`; extension k adds `-x<k>`."""
     digest = hashlib.sha1(f"ElasticJob\nelasticjob.io\n{job.name}\n{job.uid}".encode(), usedforsecurity=False)
-    return f"elasticjob-{job.name}"[:247] + "-" + digest.hexdigest()[:5]
+    base = f"elasticjob-{job.name}"[:240] + "-" + digest.hexdigest()[:5]
+    return f"{base}-x{extension}" if extension else base
+
+
+def extension_number(workload: Manifest) -> int:
+    """0 for a job's base Workload, k for its extension k."""
+    value = (workload.get("metadata", {}).get("labels") or {}).get(EXTENSION_LABEL)
+    return int(value) if value and str(value).isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -88,43 +109,54 @@ def _template(pod: Manifest, drop_labels: tuple[str, ...]) -> Manifest:
     return template
 
 
-def build_workload(job: ElasticJob, priority: Priority | None = None) -> Manifest:
-    """The job's Workload: PodSets `workers` (count replicas, minCount minReplicas) and `store`."""
-    workers = builders.build_worker_pod(job, 0)
-    store = builders.build_store_pod(job, 1)
-    worker_set: Manifest = {
-        "name": PODSET_WORKERS,
-        "count": job.spec.desired_replicas,
-        "template": _template(workers, (naming.LABEL_INDEX,)),
-    }
-    if job.spec.min_replicas < job.spec.desired_replicas:
-        worker_set["minCount"] = job.spec.min_replicas
-    spec: Manifest = {
-        "queueName": queue_name(job),
-        "active": True,
-        "podSets": [
-            worker_set,
-            {"name": PODSET_STORE, "count": 1, "template": _template(store, (naming.LABEL_GENERATION,))},
-        ],
-    }
-    if priority is not None:
-        spec["priorityClassRef"] = {"group": priority.group, "kind": priority.kind, "name": priority.name}
-        spec["priority"] = priority.value
+def _workload(job: ElasticJob, extension: int, pod_sets: list[Manifest]) -> Manifest:
     labels = naming.job_labels(job)
     if job.uid:
         labels[JOB_UID_LABEL] = job.uid
+    if extension:
+        labels[EXTENSION_LABEL] = str(extension)
     return {
         "apiVersion": API_VERSION,
         "kind": "Workload",
         "metadata": {
-            "name": workload_name(job),
+            "name": workload_name(job, extension),
             "namespace": job.namespace,
             "labels": labels,
             "finalizers": [FINALIZER],
             "ownerReferences": [naming.owner_reference(job)],
         },
-        "spec": spec,
+        "spec": {"queueName": queue_name(job), "active": True, "podSets": pod_sets},
     }
+
+
+def _worker_set(job: ElasticJob, count: int, min_count: int) -> Manifest:
+    workers = builders.build_worker_pod(job, 0)
+    pod_set: Manifest = {"name": PODSET_WORKERS, "count": count, "template": _template(workers, (naming.LABEL_INDEX,))}
+    if min_count < count:
+        pod_set["minCount"] = min_count
+    return pod_set
+
+
+def build_workload(job: ElasticJob) -> Manifest:
+    """The job's Workload: PodSets `workers` (count replicas, minCount minReplicas) and `store`."""
+    store = builders.build_store_pod(job, 1)
+    store_set = {"name": PODSET_STORE, "count": 1, "template": _template(store, (naming.LABEL_GENERATION,))}
+    return _workload(job, 0, [_worker_set(job, job.spec.desired_replicas, job.spec.min_replicas), store_set])
+
+
+def build_extension(job: ElasticJob, extension: int, count: int) -> Manifest:
+    """Extension `extension` of the job's quota: `count` more workers, any of them welcome (minCount 1)."""
+    return _workload(job, extension, [_worker_set(job, count, 1)])
+
+
+def with_priority(workload: Manifest, priority: Priority | None) -> Manifest:
+    """The Workload with Kueue's priority reference and value (CEL wants both or neither)."""
+    if priority is None:
+        return workload
+    out = copy.deepcopy(workload)
+    out["spec"]["priorityClassRef"] = {"group": priority.group, "kind": priority.kind, "name": priority.name}
+    out["spec"]["priority"] = priority.value
+    return out
 
 
 # --- reading Kueue's answer -----------------------------------------------------------------
@@ -163,22 +195,47 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """One admitted Workload's workers: indices `start .. start + count - 1`."""
+
+    workload: str
+    start: int
+    count: int
+    placement: Placement
+
+
+@dataclass(frozen=True)
 class Admission:
     cluster_queue: str
-    #: worker pods admitted (between minReplicas and the PodSet's count)
-    workers: int
-    placements: dict[str, Placement]
+    #: the admitted Workloads' workers, base first, then the extensions by number
+    slices: tuple[Slice, ...]
+    store: Placement
     flavors: tuple[str, ...]
+
+    @property
+    def workers(self) -> int:
+        return sum(s.count for s in self.slices)
+
+    def placement(self, index: int) -> Placement | None:
+        return next((s.placement for s in self.slices if s.start <= index < s.start + s.count), None)
 
 
 @dataclass(frozen=True)
 class QueueState:
-    """What a reconcile knows of a queued job's Workload: `workload` None when none is seen."""
+    """What a reconcile knows of a queued job's Workloads (the base, extensions) and the flavors."""
 
     queue: str
-    workload: Manifest | None = None
+    workloads: tuple[Manifest, ...] = ()
     #: ResourceFlavor name -> its spec (nodeLabels, tolerations)
     flavors: dict[str, Manifest] = field(default_factory=dict)
+
+    @property
+    def base(self) -> Manifest | None:
+        return next((w for w in self.workloads if extension_number(w) == 0), None)
+
+    @property
+    def extensions(self) -> list[Manifest]:
+        return sorted((w for w in self.workloads if extension_number(w) > 0), key=extension_number)
 
 
 def _placement(assignment: Manifest, flavors: dict[str, Manifest]) -> tuple[Placement, tuple[str, ...]]:
@@ -193,35 +250,47 @@ def _placement(assignment: Manifest, flavors: dict[str, Manifest]) -> tuple[Plac
     return Placement(selector, tuple(tolerations), labels), names
 
 
-def admission(workload: Manifest, flavors: dict[str, Manifest], default_workers: int) -> Admission | None:
-    """The Workload's admission, if it is Admitted and not being evicted; `default_workers` is
-    the count when Kueue's assignment has none (it then admitted the whole PodSet)."""
-    if not _true(workload, "Admitted") or _true(workload, "Evicted"):
-        return None
-    adm = (workload.get("status") or {}).get("admission") or {}
-    placements: dict[str, Placement] = {}
-    used: set[str] = set()
-    counts: dict[str, int] = {}
-    for assignment in adm.get("podSetAssignments") or []:
+def admitted(workload: Manifest) -> bool:
+    """Admitted and not being evicted."""
+    return _true(workload, "Admitted") and not _true(workload, "Evicted") and not _true(workload, "Finished")
+
+
+def _assignments(workload: Manifest, flavors: dict[str, Manifest]) -> dict[str, tuple[Placement, int, tuple[str, ...]]]:
+    """PodSet name -> (placement, admitted count, flavor names) of an admitted Workload."""
+    counts = {p.get("name"): int(p.get("count", 1)) for p in (workload.get("spec") or {}).get("podSets") or []}
+    out = {}
+    for assignment in ((workload.get("status") or {}).get("admission") or {}).get("podSetAssignments") or []:
         name = str(assignment.get("name"))
-        placements[name], names = _placement(assignment, flavors)
-        used.update(names)
-        if assignment.get("count") is not None:
-            counts[name] = int(assignment["count"])
-    spec_count = next(
-        (
-            int(p.get("count", 1))
-            for p in (workload.get("spec") or {}).get("podSets") or []
-            if p.get("name") == PODSET_WORKERS
-        ),
-        default_workers,
-    )
-    return Admission(
-        cluster_queue=str(adm.get("clusterQueue", "")),
-        workers=counts.get(PODSET_WORKERS, spec_count),
-        placements=placements,
-        flavors=tuple(sorted(used)),
-    )
+        placement, names = _placement(assignment, flavors)
+        count = assignment.get("count")
+        out[name] = (placement, int(count) if count is not None else counts.get(name, 1), names)
+    return out
+
+
+def admission(state: QueueState) -> Admission | None:
+    """What Kueue admitted of the job: None until its base Workload is admitted; then the base's
+    workers and those of every admitted extension."""
+    base = state.base
+    if base is None or not admitted(base):
+        return None
+    slices: list[Slice] = []
+    used: set[str] = set()
+    store = Placement()
+    start = 0
+    for workload in [base, *state.extensions]:
+        if not admitted(workload):
+            continue
+        found = _assignments(workload, state.flavors)
+        if PODSET_STORE in found and workload is base:
+            store, _, names = found[PODSET_STORE]
+            used.update(names)
+        if PODSET_WORKERS in found:
+            placement, count, names = found[PODSET_WORKERS]
+            used.update(names)
+            slices.append(Slice(workload["metadata"]["name"], start, count, placement))
+            start += count
+    cluster_queue = str(((base.get("status") or {}).get("admission") or {}).get("clusterQueue", ""))
+    return Admission(cluster_queue, tuple(slices), store, tuple(sorted(used)))
 
 
 def eviction(workload: Manifest) -> tuple[str, str] | None:
@@ -245,15 +314,19 @@ def waiting(workload: Manifest) -> tuple[str, str]:
     return "Pending", "waiting for Kueue to consider the Workload"
 
 
-def stale(workload: Manifest, job: ElasticJob) -> bool:
-    """Whether a Workload without a reservation asks for other counts than the spec does (it is
+def reserved(workload: Manifest) -> bool:
+    return _true(workload, "QuotaReserved")
+
+
+def stale(workload: Manifest, count: int, min_count: int) -> bool:
+    """Whether a Workload without a reservation asks for other worker counts than these (it is
     then made again: Kueue's rule is that PodSets never change while quota is reserved)."""
-    if _true(workload, "QuotaReserved"):
+    if reserved(workload):
         return False
     sets = {p.get("name"): p for p in (workload.get("spec") or {}).get("podSets") or []}
     workers = sets.get(PODSET_WORKERS) or {}
-    want_min = job.spec.min_replicas if job.spec.min_replicas < job.spec.desired_replicas else None
-    return int(workers.get("count", 1)) != job.spec.desired_replicas or workers.get("minCount") != want_min
+    want_min = min_count if min_count < count else None
+    return int(workers.get("count", 1)) != count or workers.get("minCount") != want_min
 
 
 def finished(workload: Manifest) -> bool:
@@ -319,13 +392,13 @@ def finished_status(workload: Manifest, succeeded: bool, message: str, now: str)
 def essentials(workload: Manifest) -> Manifest:
     """What the operator keeps of a Workload in its index: no pod templates."""
     spec = workload.get("spec") or {}
+    meta = workload.get("metadata", {})
+    keep = ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp", "finalizers")
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k == EXTENSION_LABEL}
     return {
         "apiVersion": workload.get("apiVersion", API_VERSION),
         "kind": "Workload",
-        "metadata": {
-            k: workload.get("metadata", {}).get(k)
-            for k in ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp", "finalizers")
-        },
+        "metadata": {**{k: meta.get(k) for k in keep}, "labels": labels},
         "spec": {
             "queueName": spec.get("queueName"),
             "podSets": [

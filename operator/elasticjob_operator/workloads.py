@@ -10,8 +10,6 @@ Limits: a priority class that does not exist is left out, and the Workload gets 
 
 from __future__ import annotations
 
-from typing import Any
-
 from elasticjob_api.models import ElasticJob
 
 from elasticjob_operator import queueing
@@ -33,13 +31,12 @@ def priority(kube: Kube, job: ElasticJob) -> queueing.Priority | None:
     return None
 
 
-def carry_out(kube: Kube, job: ElasticJob, action: WorkloadAction, workload: dict[str, Any] | None) -> str | None:
-    """Do `action` to the job's Workload (`workload`, as the index shows it); the reason the
-    Workload could not be made, when Kueue's API is not installed."""
+def carry_out(kube: Kube, job: ElasticJob, action: WorkloadAction) -> str | None:
+    """Do `action` to one of the job's Workloads; the reason a Workload could not be made, when
+    Kueue's API is not installed."""
+    workload = action.workload
     if action.create:
-        return kube.create_optional(queueing.build_workload(job, priority(kube, job)))
-    if workload is None:
-        return None
+        return kube.create_optional(queueing.with_priority(workload, priority(kube, job)))
     if action.status is not None and not kube.patch_status(workload, action.status):
         return None  # changed meanwhile: the next reconcile decides again
     if action.release or action.delete:
