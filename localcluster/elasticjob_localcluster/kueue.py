@@ -18,12 +18,21 @@ certificate, also at its hardcoded /etc/kueue/metrics/certs), no leader election
 Recreate), metrics off, VisibilityOnDemand off (its API server wants certificates and a delegated
 authentication setup of its own), waitForPodsReady off.
 
-Limits: the Deployment's command is the absolute path of the cached binary, so it runs only where
-pods are host processes (the local cluster; its image field names the matching release for the
-record); CRDs are applied without Kueue's conversion webhook patches, so use their v1beta2 version
-only; the serving certificate lasts 10 days; the volumes' mount points (/etc/kueue/...,
-/tmp/k8s-webhook-server/...) are created on the host as empty directories, as every local-cluster
-mount point is.
+Where it runs: by default the Deployment's command is the absolute path of the cached binary, so it
+runs only where pods are host processes (the local cluster; its image field names the matching
+release for the record). With `image=` (kind: `image_name(kueue_dir)`, the FROM scratch image of
+hack/kueue/image.sh, loaded into the nodes by hack/kind/e2e.sh) the pod runs that image's `/kueue`
+(`imagePullPolicy: IfNotPresent`) under Kubernetes' restricted profile, as Kueue's own manifest
+does: uid/gid 65532, runAsNonRoot, no privilege escalation, every capability dropped, seccomp
+RuntimeDefault, a read-only root filesystem (the manager writes no file: its Configuration and
+certificates are mounted read-only; runc makes their mount points), enforced by the namespace's
+`pod-security.kubernetes.io/enforce: restricted` label. On kind the API server reaches the webhook
+Service through kube-proxy.
+
+Limits: CRDs are applied without Kueue's conversion webhook patches, so use their v1beta2 version
+only; the serving certificate lasts 10 days; on the local cluster the volumes' mount points
+(/etc/kueue/..., /tmp/k8s-webhook-server/...) are created on the host as empty directories, as
+every local-cluster mount point is.
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ CONFIG_DIR = "/etc/kueue/config"
 FRAMEWORKS = ("batch/job",)
 EXTERNAL_FRAMEWORKS = ("ElasticJob.v1alpha1.elasticjob.io",)
 FIELD_MANAGER = "elasticjob-localcluster"
+#: the repository of hack/kueue/image.sh's image (tag: the Kueue version)
+IMAGE_REPO = "elasticjob.local/kueue"
+#: the image's user and group (its USER), as Kubernetes' restricted profile wants: numeric, not root
+IMAGE_UID = 65532
 #: on every object install makes (not the CRDs), so uninstall finds the cluster-scoped ones
 MANAGED = {"app.kubernetes.io/name": "kueue", "app.kubernetes.io/managed-by": FIELD_MANAGER}
 SELECTOR = {"app.kubernetes.io/name": "kueue", "control-plane": "controller-manager"}
@@ -79,6 +92,11 @@ def ensure() -> Path:
 def version(kueue_dir: Path) -> str:
     """The Kueue version of an ensure.sh directory (`kueue-<version>-<hash>`)."""
     return kueue_dir.name.split("-")[1]
+
+
+def image_name(kueue_dir: Path) -> str:
+    """The name hack/kueue/image.sh gives the image of `kueue_dir`'s binary."""
+    return f"{IMAGE_REPO}:{version(kueue_dir)}"
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -139,10 +157,13 @@ def manifests(
     frameworks: Iterable[str] = FRAMEWORKS,
     external_frameworks: Iterable[str] = EXTERNAL_FRAMEWORKS,
     node_selector: Mapping[str, str] | None = None,
+    *,
+    image: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The objects of an install but the CRDs: (what the manager needs, its webhook configurations).
 
-    `certs` has `ca.crt`, `tls.crt` and `tls.key` (PEM); `node_selector` places the manager's pod.
+    `certs` has `ca.crt`, `tls.crt` and `tls.key` (PEM); `node_selector` places the manager's pod;
+    `image` is a Kueue image to run (its `/kueue`, restricted) instead of the host's binary.
     """
     config_text = yaml.safe_dump(configuration(frameworks, external_frameworks), sort_keys=False)
     secret_data = {k: base64.b64encode(v).decode() for k, v in sorted(certs.items())}
@@ -156,7 +177,7 @@ def manifests(
         {"name": "certs", "mountPath": METRICS_CERT_DIR, "readOnly": True},
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
     ]
-    container = {
+    container: dict[str, Any] = {
         "name": "manager",
         "image": f"registry.k8s.io/kueue/kueue:{ver}",
         "command": [str(kueue_dir / "kueue"), f"--config={CONFIG_DIR}/controller_manager_config.yaml",
@@ -167,8 +188,19 @@ def manifests(
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
         "volumeMounts": mount,
     }  # fmt: skip
+    pod_security: dict[str, Any] = {}
+    ns_labels = MANAGED
+    if image is not None:
+        container["image"], container["imagePullPolicy"] = image, "IfNotPresent"
+        container["command"] = ["/kueue", *container["command"][1:]]
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+        pod_security = {"securityContext": {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID,
+                                            "seccompProfile": {"type": "RuntimeDefault"}}}  # fmt: skip
+        # the API server's PodSecurity admission refuses the pod if it does not fit the profile
+        ns_labels = {**MANAGED, "pod-security.kubernetes.io/enforce": "restricted"}
     manager = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": MANAGED}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": ns_labels}},
         *rbac,
         *_elasticjob_reader(),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG_MAP, **ns_meta},
@@ -185,7 +217,7 @@ def manifests(
                               "annotations": {"elasticjob.io/kueue-inputs": inputs}},
                  "spec": {
                      "serviceAccountName": SERVICE_ACCOUNT, "terminationGracePeriodSeconds": 10,
-                     "nodeSelector": dict(node_selector or {}),
+                     "nodeSelector": dict(node_selector or {}), **pod_security,
                      "containers": [container],
                      "volumes": [{"name": "certs", "secret": {"secretName": SECRET}},
                                  {"name": "config", "configMap": {"name": CONFIG_MAP}}],
@@ -257,6 +289,29 @@ _PROBE = {
 }  # fmt: skip
 
 
+def _manager_story(kube: _Kubectl) -> str:
+    """The manager's pods (phase, node, why a container waits), the namespace's last warnings and the
+    manager's last log lines, for errors."""
+    found = kube("get", "pods", "-n", NAMESPACE, "-o", "json", check=False)
+    pods = json.loads(found.stdout)["items"] if found.returncode == 0 else []
+    lines = []
+    for pod in pods:
+        waiting = [
+            f"{c['name']}: {state['reason']}: {state.get('message', '')}".strip()
+            for c in pod.get("status", {}).get("containerStatuses") or []
+            for state in [c.get("state", {}).get("waiting") or c.get("lastState", {}).get("terminated") or {}]
+            if state.get("reason")
+        ]
+        lines.append(f"pod {pod['metadata']['name']} {pod.get('status', {}).get('phase')} on "
+                     f"{pod['spec'].get('nodeName', '-')} {'; '.join(waiting)}")  # fmt: skip
+    # a pod refused (say, by PodSecurity admission) is only in the ReplicaSet's events
+    events = kube("get", "events", "-n", NAMESPACE, "--field-selector=type=Warning", "--sort-by=.lastTimestamp",
+                  check=False)  # fmt: skip
+    logs = kube("logs", "-n", NAMESPACE, f"deployment/{DEPLOYMENT}", "--tail=20", check=False)
+    return "\n".join([*lines, *events.stdout.strip().splitlines()[-5:], "--- kueue's log",
+                      (logs.stdout or logs.stderr).strip()])  # fmt: skip
+
+
 def _wait_webhooks(kube: _Kubectl, deadline: float) -> None:
     last = ""
     while time.monotonic() < deadline:
@@ -268,7 +323,7 @@ def _wait_webhooks(kube: _Kubectl, deadline: float) -> None:
         else:
             last = result.stderr.strip()
         time.sleep(0.5)
-    raise RuntimeError(f"Kueue's webhooks did not answer: {last}")
+    raise RuntimeError(f"Kueue's webhooks did not answer: {last}\n{_manager_story(kube)}")
 
 
 def install(
@@ -279,6 +334,7 @@ def install(
     frameworks: Iterable[str] = FRAMEWORKS,
     external_frameworks: Iterable[str] = EXTERNAL_FRAMEWORKS,
     node_selector: Mapping[str, str] | None = None,
+    image: str | None = None,
     timeout: float = 180,
     progress: Progress | None = None,
 ) -> None:
@@ -286,7 +342,9 @@ def install(
 
     `kubectl` defaults to the one of hack/k8s/ensure.sh; `node_selector` places the manager's pod
     (say, on a node that no fault test loses: while it is down, the API server refuses every pod
-    and Job its webhooks cover); `progress` is told each step.
+    and Job its webhooks cover); `image` runs the manager from that image, which the nodes must
+    hold (kind: `image_name(kueue_dir)`, hack/kueue/image.sh), instead of the host's binary;
+    `progress` is told each step.
     """
     say = progress or (lambda _: None)
     kube = _Kubectl(kubectl or k8s_bin_dir() / "kubectl", kubeconfig)
@@ -296,12 +354,14 @@ def install(
     kube.apply([d for f in crds for d in _docs(f)])
     names = [f"crd/{d['metadata']['name']}" for f in crds for d in _docs(f)]
     kube("wait", "--for=condition=Established", f"--timeout={max(1, int(deadline - time.monotonic()))}s", *names)
-    manager, webhooks = manifests(kueue_dir, _certs(kube), frameworks, external_frameworks, node_selector)
+    manager, webhooks = manifests(kueue_dir, _certs(kube), frameworks, external_frameworks, node_selector, image=image)
     say(f"applying the manager: {', '.join(sorted({d['kind'] for d in manager}))}")
     kube.apply(manager)
     left = max(1, int(deadline - time.monotonic()))
-    say(f"waiting for deployment/{DEPLOYMENT} in {NAMESPACE}")
-    kube("rollout", "status", f"deployment/{DEPLOYMENT}", "-n", NAMESPACE, f"--timeout={left}s")
+    say(f"waiting for deployment/{DEPLOYMENT} in {NAMESPACE}" + (f" ({image})" if image else ""))
+    rollout = kube("rollout", "status", f"deployment/{DEPLOYMENT}", "-n", NAMESPACE, f"--timeout={left}s", check=False)
+    if rollout.returncode != 0:
+        raise RuntimeError(f"deployment/{DEPLOYMENT} is not ready: {rollout.stderr.strip()}\n{_manager_story(kube)}")
     say(f"applying the webhook configurations: {', '.join(d['metadata']['name'] for d in webhooks)}")
     kube.apply(webhooks)
     _wait_webhooks(kube, deadline)

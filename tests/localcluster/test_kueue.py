@@ -203,3 +203,43 @@ def test_kueue_admits_a_queued_job_and_holds_one_beyond_quota(kueue_installed: N
             return not [o for o in left if o["metadata"]["name"] in (cq, flavor, lq)]
 
         wait_for(gone, 30, "the queues and the flavor to be gone", story)
+
+
+def test_an_image_runs_the_manager_under_the_restricted_profile(tmp_path: Path) -> None:
+    """With `image=` (kind) the manager runs the image's /kueue, fit for PodSecurity's restricted
+    profile, which its namespace enforces; without it, the host's binary (the local cluster)."""
+    directory = tmp_path / "kueue-v0.17.0-0123abcd"
+    (directory / "rbac").mkdir(parents=True)
+    (directory / "webhook").mkdir()
+    (directory / "webhook" / "manifests.yaml").write_text("")
+    certs = {"ca.crt": b"ca", "tls.crt": b"crt", "tls.key": b"key"}
+
+    def deployment_and_namespace(image: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        manager, _ = kueue.manifests(directory, certs, image=image)
+        kinds = {d["kind"]: d for d in manager}
+        return kinds["Deployment"]["spec"]["template"]["spec"], kinds["Namespace"]
+
+    assert kueue.image_name(directory) == "elasticjob.local/kueue:v0.17.0"
+    pod, namespace = deployment_and_namespace(kueue.image_name(directory))
+    (container,) = pod["containers"]
+    assert container["image"] == "elasticjob.local/kueue:v0.17.0" and container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"][0] == "/kueue"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert all(m["readOnly"] for m in container["volumeMounts"])
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    pod, namespace = deployment_and_namespace(None)
+    (container,) = pod["containers"]
+    assert container["command"][0] == str(directory / "kueue")
+    assert "securityContext" not in pod and "securityContext" not in container
+    assert "pod-security.kubernetes.io/enforce" not in namespace["metadata"]["labels"]
