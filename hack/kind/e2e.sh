@@ -4,14 +4,17 @@
 # Steps (each timed on stderr):
 #   1. images: elasticjob-operator:dev, elasticjob-training:dev and the CI-only
 #      elasticjob-training:ci (training less the GPU libraries CPU training never maps) from the
-#      Dockerfile, rebuilt only when their inputs changed (hack/kind/project-images.sh);
+#      Dockerfile, rebuilt only when their inputs changed (hack/kind/project-images.sh), and
+#      elasticjob.local/kueue:<version>, Kueue's manager of hack/kueue/ensure.sh in a FROM scratch
+#      image (hack/kueue/image.sh, about 87 MB; tests/e2e/test_kueue.py installs it on kind);
 #   2. cluster: hack/kind/up.sh (node image built or loaded from cache) with an e2e variant of
 #      hack/kind/cluster.yaml written to the cache: workers registered as node-1..node-3 like the
 #      local control plane's nodes (node-3 labelled elasticjob.io/gpu=true), the controller
 #      manager's node-monitor-grace-period 30 s (default 50 s), and one host directory mounted at
 #      the same path in every worker: pytest's --basetemp lives there, so a test's hostPath
 #      volume under tmp_path is the same storage on every node;
-#   3. `kind load` of the images into the workers only (the control plane runs none of them). The
+#   3. `kind load` of the images into the workers only (the control plane runs none of them; the
+#      operator and Kueue images in one `kind load docker-image`). The
 #      workers get elasticjob-training:ci under the name elasticjob-training:dev (the name the
 #      examples and tests use), so the suite's pods run the trimmed image; it is still several GB
 #      (torch with CUDA); it is saved once and loaded one worker at a
@@ -47,6 +50,7 @@ t0=$(date +%s)
 mapfile -t images < <(bash "$here/project-images.sh")
 [ "${#images[@]}" = 3 ] || { log "project-images.sh did not print 3 images"; exit 1; }
 operator_image=${images[0]} training_name=${images[1]} training_image=${images[2]}
+kueue_image=$(bash "$root/hack/kueue/image.sh")
 k8sbin=$(bash "$root/hack/k8s/ensure.sh")
 kindbin=$(bash "$here/ensure-binaries.sh")
 export PATH="$k8sbin:$kindbin:$PATH"
@@ -116,8 +120,8 @@ ELASTICJOB_KIND_CONFIG=$config bash "$here/up.sh" >&2
 t2=$(date +%s)
 
 workers=$(kind get nodes --name "$name" | grep -v -- '-control-plane$' | sort | paste -sd, -)
-log "loading $operator_image into $workers"
-kind load docker-image --name "$name" --nodes "$workers" "$operator_image" >&2
+log "loading $operator_image and $kueue_image into $workers"
+kind load docker-image --name "$name" --nodes "$workers" "$operator_image" "$kueue_image" >&2
 wait "$saving" || { saving=; log "docker save $training_image failed"; exit 1; }
 saving=
 for node in ${workers//,/ }; do
