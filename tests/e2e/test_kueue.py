@@ -18,7 +18,10 @@ import pytest
 from .helpers import Kube, job_manifests, wait_for
 from .test_faults import LAST_CALL, finish, start_steps, status, trained_some_steps
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.kind("Kueue's manager as a restricted container, its webhooks reached through kube-proxy"),
+]
 KUEUE = "kueue.x-k8s.io/v1beta2"
 QUEUE = "queue"
 
@@ -26,15 +29,19 @@ QUEUE = "queue"
 @pytest.fixture(scope="module")
 def kueue(operator: Kube) -> Iterator[Kube]:
     """A real Kueue in the cluster for this module, with its webhooks and ElasticJob as an external
-    framework: built from its Go module (hack/kueue/ensure.sh, cached by version). It is removed
-    after the module: its pod webhook is mandatory in every namespace while it is installed, and
-    the fault tests that follow lose nodes."""
+    framework: built from its Go module (hack/kueue/ensure.sh, cached by version). On the local
+    cluster the manager's pod runs that binary; on kind (ELASTICJOB_E2E_KIND) it runs the FROM
+    scratch image of it (hack/kueue/image.sh) that hack/kind/e2e.sh loads into the workers. It is
+    removed after the module: its pod webhook is mandatory in every namespace while it is
+    installed, and the fault tests that follow lose nodes."""
     from elasticjob_localcluster import kueue as local_kueue
 
-    if operator.cluster_state is None:
-        raise pytest.UsageError("the suite installs Kueue on the local cluster only (not on kind yet)")
+    if operator.cluster_state is None and operator.kind_cluster is None:
+        raise pytest.UsageError("the suite installs Kueue on the local cluster and on kind only")
     kubectl = operator.bin_dir / "kubectl"
-    local_kueue.install(operator.kubeconfig, local_kueue.ensure(), kubectl=kubectl)
+    directory = local_kueue.ensure()
+    image = local_kueue.image_name(directory) if operator.kind_cluster is not None else None
+    local_kueue.install(operator.kubeconfig, directory, kubectl=kubectl, image=image)
     yield operator
     local_kueue.uninstall(operator.kubeconfig, kubectl=kubectl)
 
