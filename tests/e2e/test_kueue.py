@@ -106,6 +106,22 @@ def test_two_jobs_compete_for_a_queue_with_room_for_one(kueue: Kube, namespace: 
     finish(kueue, namespace, "second", 2, 100)  # admitted once the first one's quota is released
 
 
+def test_partial_admission_starts_with_what_fits_and_grows_when_quota_is_added(
+    kueue: Kube, namespace: str, cluster_queue: str
+) -> None:
+    set_queue(kueue, namespace, cluster_queue, cpu="1100m")  # 2 workers + the store
+    kueue.apply(queued_job("partial", 600, replicas=3, max_replicas=3), namespace)  # minReplicas 1
+    wait_for(lambda: status(kueue, "partial", namespace).get("rendezvous", {}).get("worldSize") == 2, 180,
+             "partial to train at world size 2", lambda: kueue.story(namespace))  # fmt: skip
+    assert "2 of 3 workers" in (admitted(kueue, "partial", namespace) or {}).get("message", "")
+    set_queue(kueue, namespace, cluster_queue, cpu="1600m")  # room for the third worker
+    wait_for(lambda: status(kueue, "partial", namespace).get("rendezvous", {}).get("worldSize") == 3, 180,
+             "partial to grow to world size 3", lambda: kueue.story(namespace))  # fmt: skip
+    assert "3 of 3 workers" in (admitted(kueue, "partial", namespace) or {}).get("message", "")
+    st = finish(kueue, namespace, "partial", 3, 600)
+    assert st["replacements"] == 0, st
+
+
 def test_kueue_preemption_suspends_the_job_and_it_resumes_from_its_checkpoint(
     kueue: Kube, namespace: str, cluster_queue: str, tmp_path: Path
 ) -> None:
