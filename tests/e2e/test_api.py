@@ -213,6 +213,10 @@ def test_a_jobs_store_admits_only_its_own_workers(operator: Kube, namespace: str
     and, on kind, by kind-netpol (hack/kind/cni/kind-netpol), both with localcluster/netpol.py."""
     mine = job_manifests("mine", replicas=1, steps=100000, step_sleep=0.05)
     operator.apply(mine, namespace)
+    # kind-netpol follows the API by a poll (2 s, more on a loaded machine): the probe of mine's store
+    # must come after its store pod (a new IP) is in the rules, so mine runs before the other starts
+    wait_for(lambda: phase(operator, "mine", namespace) == "Running", 180, "mine running",
+             lambda: operator.story(namespace))  # fmt: skip
     # the other job's worker probes both stores, then trains: its own store must admit it
     wrapper = ["sh", "-c", 'python -c "$STORE_PROBE" && exec python /opt/train/train.py --steps 100000']
     other = job_manifests("other", replicas=1, command=wrapper, step_sleep=0.05)
