@@ -206,55 +206,48 @@ class Kube:
             raise
         return dict(obj.to_dict())
 
-    def patch_status(self, manifest: dict[str, Any], status: dict[str, Any]) -> bool:
-        """Merge-patch the status subresource of the object as read (its resourceVersion: a
-        conflict is False, and the next reconcile reads again)."""
+    def _patch(
+        self,
+        manifest: dict[str, Any],
+        body: Any,
+        content_type: str,
+        tolerated: tuple[int, ...],
+        *,
+        status: bool = False,
+    ) -> bool:
+        """Patch the object as read (or its status subresource); False on a `tolerated` code (it
+        changed meanwhile, or is gone): the next reconcile reads again."""
         meta = manifest["metadata"]
-        body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        target = resource.status if status else resource
         try:
             self._send(
                 "patch",
                 200,
-                lambda: resource.status.patch(
-                    body=body,
-                    name=meta["name"],
-                    namespace=meta.get("namespace"),
-                    content_type="application/merge-patch+json",
+                lambda: target.patch(
+                    body=body, name=meta["name"], namespace=meta.get("namespace"), content_type=content_type
                 ),
             )
         except ApiException as exc:
-            if exc.status in (404, 409):
+            if exc.status in tolerated:
                 return False
             raise
         return True
 
+    def patch_status(self, manifest: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource, based on the resourceVersion read."""
+        body = {"metadata": {"resourceVersion": manifest["metadata"].get("resourceVersion")}, "status": status}
+        return self._patch(manifest, body, "application/merge-patch+json", (404, 409), status=True)
+
     def remove_finalizer(self, manifest: dict[str, Any], finalizer: str) -> bool:
         """Take one finalizer off (a JSON patch that tests it is still where it was read, so a
         finalizer added or removed meanwhile is a 422, False, as is a gone object)."""
-        meta = manifest["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
+        finalizers = list(manifest["metadata"].get("finalizers") or [])
         if finalizer not in finalizers:
             return False
         at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
         body = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
-        resource = self._resource(manifest["apiVersion"], manifest["kind"])
-        try:
-            self._send(
-                "patch",
-                200,
-                lambda: resource.patch(
-                    body=body,
-                    name=meta["name"],
-                    namespace=meta.get("namespace"),
-                    content_type="application/json-patch+json",
-                ),
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409, 422):
-                return False
-            raise
-        return True
+        return self._patch(manifest, body, "application/json-patch+json", (404, 409, 422))
 
     def delete_object(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
