@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import re
+from decimal import Decimal
 from typing import Any
 
 from elasticjob_api.models import GROUP, KIND, Container, ElasticJob, PinningMode
@@ -406,12 +407,82 @@ def build_pod_group(job: ElasticJob) -> Manifest | None:
     api_version = (
         "scheduling.volcano.sh/v1beta1" if sched.scheduler_name == "volcano" else "scheduling.x-k8s.io/v1alpha1"
     )
+    spec: Manifest = {"minMember": job.spec.min_replicas}
+    minimum = gang_min_resources(job)
+    if minimum:
+        spec["minResources"] = minimum
+    return {"apiVersion": api_version, "kind": "PodGroup", "metadata": metadata, "spec": spec}
+
+
+#: a Kubernetes quantity's suffixes (resource.Quantity: binary, decimal SI)
+_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** (3 * i - 9) for i, s in enumerate(("n", "u", "m", "", "k", "M", "G", "T", "P", "E"))},
+}
+_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)")
+
+
+def parse_quantity(value: object) -> Decimal:
+    """A Kubernetes quantity ("1500m", "1Gi", "2", 2) as a number."""
+    match = _QUANTITY.fullmatch(str(value).strip())
+    if match is None:
+        raise BuildError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)")
+    return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
+
+
+def pod_requests(pod: Manifest) -> dict[str, Decimal]:
+    """What the scheduler reserves for a pod: per resource, the containers' requests summed (a
+    request left out defaults to its limit, as the API server does), or the largest init
+    container's if that is more. Limits: pod overhead and sidecar init containers are not added."""
+
+    def requests(container: Manifest) -> dict[str, Decimal]:
+        resources = container.get("resources") or {}
+        merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        return {name: parse_quantity(value) for name, value in merged.items()}
+
+    total: dict[str, Decimal] = {}
+    for container in pod["spec"].get("containers") or []:
+        for name, value in requests(container).items():
+            total[name] = total.get(name, Decimal(0)) + value
+    for container in pod["spec"].get("initContainers") or []:
+        for name, value in requests(container).items():
+            total[name] = max(total.get(name, Decimal(0)), value)
+    return total
+
+
+def format_quantity(value: Decimal, binary: bool = False) -> str:
+    """A quantity as Kubernetes writes it: whole units (with the largest binary suffix that
+    divides them, for bytes), else millis (rounded up)."""
+    if value != value.to_integral_value():
+        return f"{math.ceil(value * 1000)}m"
+    whole = int(value)
+    if binary:
+        for suffix, size in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+            if whole and whole % size == 0:
+                return f"{whole // size}{suffix}"
+    return str(whole)
+
+
+def _in_bytes(resource: str) -> bool:
+    return resource in ("memory", "ephemeral-storage") or resource.startswith("hugepages-")
+
+
+def gang_min_resources(job: ElasticJob) -> dict[str, str]:
+    """A PodGroup's `minResources`: what `minReplicas` worker pods request together (Volcano and
+    scheduler-plugins admit the gang only when the cluster has that much free)."""
+    per_pod = pod_requests(build_worker_pod(job, 0))
     return {
-        "apiVersion": api_version,
-        "kind": "PodGroup",
-        "metadata": metadata,
-        "spec": {"minMember": job.spec.min_replicas},
+        name: format_quantity(value * job.spec.min_replicas, _in_bytes(name)) for name, value in sorted(per_pod.items())
     }
+
+
+def pod_group_minimum(group: Manifest) -> tuple[Any, Any]:
+    """What of a gang group follows `minReplicas`: (minCount or minMember, minResources)."""
+    spec = group.get("spec") or {}
+    if group.get("kind") == "Workload":
+        counts = [(g.get("policy") or {}).get("gang", {}).get("minCount") for g in spec.get("podGroups") or []]
+        return counts, None
+    return spec.get("minMember"), spec.get("minResources")
 
 
 def build_owned_objects(job: ElasticJob, *, store_network_policy: bool = False) -> list[Manifest]:

@@ -34,7 +34,7 @@ from elasticjob_api.models import GROUP, PLURAL, VERSION, ElasticJob, Phase
 from elasticjob_api.times import format_time, now_text, parse_time
 from pydantic import ValidationError
 
-from elasticjob_operator import builders, failures, naming, pacing, queueing, workloads
+from elasticjob_operator import builders, failures, gang, naming, pacing, queueing, workloads
 from elasticjob_operator import pods as podinfo
 from elasticjob_operator.builders import BuildError
 from elasticjob_operator.conditions import GANG_SCHEDULING, set_condition, set_phase_conditions
@@ -220,16 +220,22 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, message: str) -> bool:
     return True
 
 
-def _gang_condition(job: ElasticJob, decided: Plan, problem: str | None, now: datetime) -> None:
-    """Say on the job whether its gang request found its gang scheduler's API."""
+def _gang_condition(job: ElasticJob, decided: Plan, outcome: gang.Outcome, now: datetime) -> None:
+    """Say on the job whether its gang's group is there and follows minReplicas."""
     base = decided.status.get("conditions") or [
         c.model_dump(by_alias=True, exclude_none=True) for c in job.status.conditions
     ]
     group = builders.build_pod_group(job) or {}
     scheduler = job.spec.scheduling.scheduler_name or "default-scheduler"
-    if problem is None:
+    if outcome.problem is None:
         status, reason = "True", "PodGroupCreated"
-        message = f"{group.get('kind')} {builders.pod_group_name(job)} exists for {scheduler}"
+        message = (
+            f"{group.get('kind')} {builders.pod_group_name(job)} exists for {scheduler}, "
+            f"gang of {job.spec.min_replicas} (minReplicas)"
+        )
+    elif not outcome.missing:
+        status, reason = "False", "PodGroupNotUpdated"
+        message = f"{outcome.problem}; tried again at the next reconcile"
     else:
         status, reason = "False", "GangSchedulerMissing"
         fix = (
@@ -239,7 +245,7 @@ def _gang_condition(job: ElasticJob, decided: Plan, problem: str | None, now: da
             else f"install the gang scheduler of schedulerName {scheduler!r}"
         )
         message = (
-            f"scheduling.gang is set but its group could not be created ({problem}): {fix}; "
+            f"scheduling.gang is set but its group could not be created ({outcome.problem}): {fix}; "
             "until then the pods wait unscheduled"
         )
     cond = {"type": GANG_SCHEDULING, "status": status, "reason": reason, "message": message}
@@ -288,9 +294,14 @@ def reconcile(  # noqa: PLR0917 (kopf's kwargs, passed on as they come)
     if decided.create:
         owned = builders.build_owned_objects(job, store_network_policy=memo.options.store_network_policy)
         later = [obj for obj in owned if obj["kind"] == "RoleBinding"]
-        problems = kube.map(kube.create_optional, [obj for obj in owned if obj["kind"] != "RoleBinding"])
-        if job.spec.scheduling.gang:
-            _gang_condition(job, decided, next(filter(None, problems), None), now)
+        group = builders.pod_group_name(job)
+        first = [o for o in owned if o["kind"] != "RoleBinding" and o["metadata"]["name"] != group]
+        kube.map(kube.create_optional, first)  # the gang's group: gang.sync, below
+    if gang.needs_sync(job, creating=bool(decided.create), phase=decided.status.get("phase")):
+        outcome = gang.sync(kube, job)
+        if outcome.done:
+            logger.info("%s the gang's group %s", outcome.done, builders.pod_group_name(job))
+        _gang_condition(job, decided, outcome, now)
     created = set()
     fresh = kube.map(kube.create, later + decided.create)[len(later) :]
     for manifest, new in zip(decided.create, fresh, strict=True):

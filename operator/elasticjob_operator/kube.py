@@ -239,6 +239,10 @@ class Kube:
         body = {"metadata": {"resourceVersion": manifest["metadata"].get("resourceVersion")}, "status": status}
         return self._patch(manifest, body, "application/merge-patch+json", (404, 409), status=True)
 
+    def merge_patch(self, manifest: dict[str, Any], body: dict[str, Any]) -> bool:
+        """Merge-patch the object (not its status); False if it is gone."""
+        return self._patch(manifest, body, "application/merge-patch+json", (404,))
+
     def remove_finalizer(self, manifest: dict[str, Any], finalizer: str) -> bool:
         """Take one finalizer off (a JSON patch that tests it is still where it was read, so a
         finalizer added or removed meanwhile is a 422, False, as is a gone object)."""

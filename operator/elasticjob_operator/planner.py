@@ -388,6 +388,7 @@ class _Planner(QueueSteps):
         if self.previous.phase != Phase.SUSPENDED:
             self._event("Normal", "Suspended", "job suspended: its pods are deleted")
         self._finish(Phase.SUSPENDED, "Suspended", "spec.suspend is true", _Counts(0, 0, []))
+        self.suspended_queue()
         return self.plan
 
     def _finish_idle(self, phase: Phase, reason: str, message: str) -> None:

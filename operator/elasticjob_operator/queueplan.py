@@ -135,6 +135,26 @@ class QueueSteps:
             number = max((queueing.extension_number(e) for e in state.extensions), default=0) + 1
             self._act(queueing.build_extension(self.job, number, wanted - adm.workers), create=True)
 
+    def suspended_queue(self) -> None:
+        """A suspended queued job gives its quota back: once its pods are gone its Workloads are
+        deleted, and it queues afresh when resumed. (Kueue's own jobs are stopped through the
+        Workload's `spec.active: false`; `spec.suspend` is this job's switch, so it is honoured.)"""
+        state = self.obs.queue
+        if state is None:
+            return
+        if not self.obs.pods:
+            for workload in state.workloads:
+                gone = queueing.deleting(workload)
+                if not gone or queueing.holds_finalizer(workload):
+                    self._act(workload, release=queueing.holds_finalizer(workload), delete=not gone)
+        message = "spec.suspend is true: its Workloads are deleted once the pods are gone, giving the quota back"
+        status = self.plan.status
+        status["conditions"] = set_condition(
+            status["conditions"],
+            {"type": queueing.ADMITTED, "status": "False", "reason": "Suspended", "message": message},
+            self.now,
+        )
+
     def queued(self, reason: str, message: str) -> Plan:
         """No pods until admitted: the live ones drain; the time queued is not run time."""
         for pod in self.observed_live():
@@ -156,10 +176,11 @@ class QueueSteps:
         if adm is None:
             return
         flavors = ", ".join(adm.flavors) or "none"
-        message = (
-            f"admitted by ClusterQueue {adm.cluster_queue}: {adm.workers} of {self.job.spec.desired_replicas} "
-            f"workers (flavors: {flavors})"
-        )
+        wanted = self.job.spec.desired_replicas
+        message = f"admitted by ClusterQueue {adm.cluster_queue}: {min(adm.workers, wanted)} of {wanted} workers"
+        if adm.workers > wanted:  # scaled down: the extensions' quota goes back once their workers are gone
+            message += f" ({adm.workers - wanted} more admitted, given back once drained)"
+        message += f" (flavors: {flavors})"
         status = self.plan.status
         status["conditions"] = set_condition(
             status["conditions"],

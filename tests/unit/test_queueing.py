@@ -218,6 +218,8 @@ def test_scaled_down_below_an_extension_it_is_finished_once_its_workers_are_gone
     pods = [running_pod(builders.build_worker_pod(j, i)) for i in (0, 1, 2)]
     draining = run(j, admitted(before, 2), ext, pods=pods)
     assert [d.name for d in draining.delete] == ["mnist-worker-2"] and draining.workloads == []
+    message = condition(draining, "Admitted")["message"]
+    assert "2 of 2 workers (1 more admitted, given back once drained)" in message, message
     gone = run(j, admitted(before, 2), ext, pods=pods[:2])
     [done] = gone.workloads
     assert done.release and done.status is not None
@@ -234,3 +236,24 @@ def test_an_evicted_extension_takes_only_its_workers_and_is_made_again() -> None
     assert p.status["phase"] != "Queued"
     gone = run(j, admitted(j, 2), ext, pods=pods[:2])
     assert gone.workloads == [WorkloadAction(ext, release=True, delete=True)]
+
+
+def test_a_suspended_job_drains_then_deletes_its_workloads_and_queues_afresh_when_resumed() -> None:
+    j = queued_job(replicas=3, maxReplicas=4, suspend=True, status={"phase": "Running", "workerIndices": [0, 1]})
+    base, ext = admitted(j, 2), extension(j, 1, 1, workers=1)
+    pods = [running_pod(builders.build_worker_pod(j, i)) for i in (0, 1, 2)]
+    draining = run(j, base, ext, pods=pods)
+    assert sorted(d.name for d in draining.delete) == ["mnist-worker-0", "mnist-worker-1", "mnist-worker-2"]
+    assert draining.workloads == []  # the quota is held while the pods drain
+    suspended = condition(draining, "Admitted")
+    assert (suspended["status"], suspended["reason"]) == ("False", "Suspended") and "quota" in suspended["message"]
+
+    gone = run(j, base, ext, pods=[])
+    assert gone.workloads == [
+        WorkloadAction(base, release=True, delete=True),
+        WorkloadAction(ext, release=True, delete=True),
+    ]
+    assert gone.status["phase"] == "Suspended"
+    resumed = queued_job(replicas=3, maxReplicas=4, status=gone.status)
+    [made] = run(resumed).workloads
+    assert made.create and run(resumed).status["phase"] == "Queued"
