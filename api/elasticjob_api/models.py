@@ -83,6 +83,9 @@ class FailureClass(StrEnum):
     STORE_LOST = "StoreLost"
     TIMEOUT = "Timeout"
     INFRASTRUCTURE = "Infrastructure"
+    #: a worker stalled in a collective or without progress past the launcher's --stall-timeout;
+    #: reported in `lastFailure` only: the launcher restarts the group itself
+    HANG = "Hang"
 
 
 class FailureAction(StrEnum):
@@ -215,6 +218,7 @@ DEFAULT_FAILURE_ACTIONS: dict[FailureClass, FailureAction] = {
     FailureClass.STORE_LOST: FailureAction.RETRY,
     FailureClass.TIMEOUT: FailureAction.RETRY,
     FailureClass.INFRASTRUCTURE: FailureAction.RETRY,
+    FailureClass.HANG: FailureAction.RETRY,
 }
 
 
@@ -405,6 +409,12 @@ class LastFailure(_Model):
     failure_class: str | None = None
     message: Annotated[str | None, Field(max_length=4096)] = None
     time: str | None = None
+    step: Annotated[
+        int | None, Field(description="A Hang's last step reported through elasticjob_launcher.progress.")
+    ] = None
+    stalled_seconds: Annotated[
+        float | None, Field(description="How long a Hang's rank had been stuck when the launcher reported it.")
+    ] = None
 
 
 class WorkerReport(_Model):

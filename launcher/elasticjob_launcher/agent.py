@@ -25,6 +25,10 @@ differs from `torch.distributed.launcher.api.launch_agent` and why:
   second (`CLOSED_CHECK_INTERVAL`, one store read) and stops its workers with `JobEnded`.
 * **Store loss.** If the store stops answering, workers are stopped and the caller waits for the
   store to come back; a new store generation means a new rendezvous id.
+* **Stalls.** With a stall timeout, `_monitor_workers` also reads the workers' progress slots
+  (stall.py): a stalled rank is reported first (`Hooks.on_stall`, with its Python stack), then
+  the local workers are killed (SIGTERM, SIGKILL after a grace) and the check returns a FAILED
+  result, so the group restarts through the same job-wide path as a worker failure.
 
 Limits: one role per agent (as torchrun); reading the rendezvous round uses the dynamic
 handler's state holder, present in torch >= 2.0.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +48,10 @@ from torch.distributed import Store
 from torch.distributed.elastic.agent.server.api import RunResult, WorkerGroup, WorkerState
 from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousStateError
+
+from elasticjob_launcher import stall as stalls
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +116,10 @@ class JobCounters:
         return self.restarts(), False
 
 
+def _no_stall_hook(report: stalls.StallReport) -> None:
+    pass
+
+
 @dataclass
 class Hooks:
     """Callbacks for status reporting; they must not raise."""
@@ -115,6 +127,8 @@ class Hooks:
     on_round: Callable[[int, int, int, int], None]  # (round, world size, node rank, restarts)
     #: (result, round, restarts, stderr excerpt of a local rank)
     on_failure: Callable[[RunResult, int, int, Callable[[int], str]], None]
+    #: a stall, before the group is stopped; the FAILED result that follows goes to `on_failure`
+    on_stall: Callable[[stalls.StallReport], None] = _no_stall_hook
 
 
 def _round_of(handler: Any) -> int:
@@ -128,10 +142,18 @@ def _round_of(handler: Any) -> int:
 class ElasticJobAgent(LocalElasticAgent):
     """LocalElasticAgent whose restart budget and restart count are job-wide."""
 
-    def __init__(self, *args: Any, counters: JobCounters, hooks: Hooks, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        counters: JobCounters,
+        hooks: Hooks,
+        stall_monitor: stalls.StallMonitor | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.counters = counters
         self.hooks = hooks
+        self.stall_monitor = stall_monitor
         self.round = 0
         self.drained = False
         self._closed_checked_at = 0.0
@@ -161,6 +183,41 @@ class ElasticJobAgent(LocalElasticAgent):
         self._remaining_restarts = worker_group.spec.max_restarts - restarts
         world = (worker_group.group_world_size or 1) * worker_group.spec.local_world_size
         self.hooks.on_round(self.round, world, worker_group.group_rank or 0, restarts)
+
+    def _start_workers(self, worker_group: WorkerGroup) -> dict[int, Any]:
+        if self.stall_monitor is not None:
+            self.stall_monitor.reset(worker_group.spec.local_world_size)  # before the workers map their slots
+        return super()._start_workers(worker_group)
+
+    def _monitor_workers(self, worker_group: WorkerGroup) -> RunResult:
+        result = super()._monitor_workers(worker_group)
+        if self.stall_monitor is None or result.state != WorkerState.HEALTHY or self._pcontext is None:
+            return result
+        found = self.stall_monitor.check()
+        if not found:
+            return result
+        return self._stalled(worker_group, self.stall_monitor, dict(self._pcontext.pids()), found)
+
+    def _stalled(
+        self, worker_group: WorkerGroup, monitor: stalls.StallMonitor, pids: dict[int, int], found: list[stalls.Stall]
+    ) -> RunResult:
+        """Report the stall (stacks first, while the workers live), then kill the local workers."""
+        ranks = {w.local_rank: w.global_rank for w in worker_group.workers}
+        first = found[0]
+        report = stalls.StallReport(
+            global_rank=ranks.get(first.local_rank, first.local_rank),
+            stall=first,
+            timeout=monitor.timeout,
+            stacks=monitor.dump_stacks(pids),
+            others=[(ranks.get(s.local_rank, s.local_rank), s) for s in found[1:]],
+        )
+        report.nccl_trace = monitor.nccl_trace(report.global_rank)
+        log.error("%s", report.log_text())
+        self.hooks.on_stall(report)
+        sent = stalls.kill(pids.values(), monitor.kill_grace)
+        pid = pids.get(first.local_rank, first.pid)
+        failure = ProcessFailure(first.local_rank, pid, -sent.get(pid, signal.SIGTERM), "")
+        return RunResult(state=WorkerState.FAILED, failures={report.global_rank: failure})
 
     def _invoke_run(self, role: str = "default") -> RunResult:
         group = self._worker_group

@@ -48,6 +48,7 @@ LOG_PREFIX_VARIABLE = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 OWN_VARIABLES = {
     "worker_start": ("ELASTICJOB_WORKER_START", "PET_WORKER_START"),
     "store_wait_timeout": ("ELASTICJOB_STORE_WAIT_TIMEOUT", "PET_STORE_WAIT_TIMEOUT"),
+    "stall_timeout": ("ELASTICJOB_STALL_TIMEOUT", ""),
 }
 
 
@@ -55,7 +56,7 @@ def _own_default(dest: str, default: str) -> str:
     name, old = OWN_VARIABLES[dest]
     if name in os.environ:
         return os.environ[name]
-    if old in os.environ:
+    if old and old in os.environ:
         warnings.warn(f"{old} is deprecated (torchrun reserves PET_*): use {name}", DeprecationWarning, stacklevel=3)
         return os.environ[old]
     return default
@@ -64,6 +65,13 @@ def _own_default(dest: str, default: str) -> str:
 def comma_list(text: str) -> list[str]:
     """torchrun's comma-separated list; a doubled comma is a literal comma."""
     return [p.replace("\0", ",") for p in text.replace(",,", "\0").split(",") if p] if text else []
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
 
 
 def _spellings(name: str, *short: str) -> list[str]:
@@ -152,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         *_spellings("store-wait-timeout"), type=float, default=float(_own_default("store_wait_timeout", "900")),
         help="seconds to wait for the rendezvous store to answer [ELASTICJOB_STORE_WAIT_TIMEOUT]",
+    )  # fmt: skip
+    p.add_argument(
+        *_spellings("stall-timeout"), type=_seconds, default=_own_default("stall_timeout", "0"),
+        help="seconds a worker may spend in one torch.distributed call (or, once it calls "
+        "elasticjob_launcher.progress.step(), between steps) before the group is reported as hung and "
+        "restarted; 0: off (docs/fault-tolerance.md) [ELASTICJOB_STALL_TIMEOUT]",
     )  # fmt: skip
     p.add_argument(
         *_spellings("command-starts-agent"), default=os.environ.get("ELASTICJOB_COMMAND_STARTS_AGENT", "no"),
@@ -269,6 +283,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[LaunchConfig, Callable[.
         store_wait_timeout=float(args.store_wait_timeout),
         pinning=str(args.numa_binding),
         worker_start=str(args.worker_start),
+        stall_timeout=float(args.stall_timeout) or None,
     )
     from elasticjob_launcher import worker
 

@@ -14,6 +14,7 @@ nothing downstream re-validates. Differences from torch, and why (docs/launcher.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ RDZV_BACKENDS = (*(backend.value for backend in RendezvousBackend), "static")
 WORKER_STARTS = ("preload", "exec")
 START_METHODS = ("spawn", "fork", "forkserver")
 DEFAULT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
+#: the shortest stall timeout: below it, a busy node's scheduling delays read as stalls
+MIN_STALL_TIMEOUT = 1.0
 
 
 def parse_nnodes(text: str) -> tuple[int, int]:
@@ -114,6 +117,9 @@ class LaunchConfig:
             process runs in one of its pods (reporter.py); off elsewhere whatever this says.
         worker_start: `preload` forks `python SCRIPT` workers from a process that imported torch
             once (worker.py); `exec` starts a fresh interpreter per worker, as torch does.
+        stall_timeout: seconds a worker may spend in one torch.distributed call, or (once it
+            reports steps through `elasticjob_launcher.progress`) without progress, before the
+            agent reports a `Hang` and restarts the group (stall.py); None or 0: off.
     """
 
     min_nodes: int
@@ -145,6 +151,7 @@ class LaunchConfig:
     pinning: str = "none"
     report_status: bool = True
     worker_start: str = "preload"
+    stall_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_nodes < 1 or self.max_nodes < self.min_nodes:
@@ -172,6 +179,7 @@ class LaunchConfig:
             raise ValueError(f"--worker-start must be one of {', '.join(WORKER_STARTS)}, got {self.worker_start!r}")
         if self.store_wait_timeout <= 0:
             raise ValueError(f"--store-wait-timeout must be > 0, got {self.store_wait_timeout}")
+        self._check_stall_timeout()
         if self.shutdown_timeout is not None and self.shutdown_timeout < 0:
             raise ValueError(f"--shutdown-timeout must be >= 0, got {self.shutdown_timeout}")
         pinning = self.pinning
@@ -195,6 +203,22 @@ class LaunchConfig:
         )
         if self.standalone:
             self._set(rdzv_endpoint="")
+
+    def _check_stall_timeout(self) -> None:
+        timeout = self.stall_timeout
+        if timeout is None:
+            return
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout):
+            raise ValueError(f"--stall-timeout must be a number of seconds (0: off), got {timeout!r}")
+        if timeout < 0 or 0 < timeout < MIN_STALL_TIMEOUT:
+            raise ValueError(
+                f"--stall-timeout must be 0 (off) or at least {MIN_STALL_TIMEOUT:g} seconds, got {timeout:g}"
+            )
+        if timeout and timeout <= self.monitor_interval:
+            raise ValueError(
+                f"--stall-timeout ({timeout:g}s) must be longer than --monitor-interval ({self.monitor_interval:g}s)"
+            )
+        self._set(stall_timeout=float(timeout) if timeout else None)
 
     def _check_static(self) -> None:
         if self.min_nodes != self.max_nodes:

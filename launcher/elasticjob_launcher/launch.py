@@ -4,7 +4,10 @@
    MASTER_ADDR:MASTER_PORT; c10d and elasticjob reach it at `rdzv_endpoint`, and host it here only
    when that endpoint is this host and nobody serves it yet (torch's c10d behaviour).
 2. Wait for the store; a restarted store's generation names the rendezvous (`<run_id>-g<generation>`).
-3. Rendezvous and run the workers under `ElasticJobAgent` (job-wide restarts, drains, agent.py).
+3. Rendezvous and run the workers under `ElasticJobAgent` (job-wide restarts, drains, agent.py),
+   with a stall watch when `stall_timeout` is set: a progress directory per launch, named to
+   the workers in `ELASTICJOB_PROGRESS_DIR`, and the NCCL defaults of stall.py, both put in this
+   process's environment for the launch only (so exec'd and preloaded workers inherit them).
 4. On a store loss, stop the workers and go back to 2; otherwise end as torch's `launch_agent`:
    per-rank return values on success, `ChildFailedError` when the workers failed with the restart
    budget spent, `SignalException` when drained (SIGTERM), `RendezvousTimeoutError`, and
@@ -45,6 +48,7 @@ from elasticjob_launcher import rendezvous, worker
 from elasticjob_launcher import reporter as status
 from elasticjob_launcher.agent import ElasticJobAgent, Hooks, JobCounters, JobEnded, StoreLost
 from elasticjob_launcher.config import LaunchConfig, split_endpoint
+from elasticjob_launcher.stall import StallMonitor, StallReport, stall_watch
 from elasticjob_launcher.static_rendezvous import StaticRendezvousHandler
 from elasticjob_launcher.store import (
     StoreUnreachable,
@@ -74,6 +78,7 @@ class _Reporting:
         self.round: int | None = None
         self.world: int | None = None
         self.node_rank: int | None = None
+        self.hang: dict[str, Any] | None = None  # the stall's lastFailure, until its FAILED result
 
     def _entry(self, failure: dict[str, Any] | None = None) -> dict[str, Any]:
         return status.worker_entry(
@@ -90,11 +95,21 @@ class _Reporting:
         log.info("joined round %d as node %d; world size %d; job-wide restarts %d", round_, node_rank, world, restarts)
         self.sink.report(self._entry())
 
+    def on_stall(self, report: StallReport) -> None:
+        """Reported before the agent acts; the FAILED result that follows keeps this lastFailure."""
+        self.hang = status.hang_entry(
+            report.global_rank,
+            report.message(status.MESSAGE_LIMIT),
+            step=report.stall.step,
+            stalled_seconds=report.stall.seconds,
+        )
+        self.sink.report(self._entry(self.hang))
+
     def on_failure(self, result: RunResult, round_: int, restarts: int, stderr_tail: Callable[[int], str]) -> None:
         # restarts done: the fault that spends the budget is not restarted
         self.restarts = min(restarts, self.max_restarts)
-        failure = None
-        if result.failures:
+        failure, self.hang = self.hang, None
+        if failure is None and result.failures:
             rank, first = min(result.failures.items(), key=lambda kv: kv[1].timestamp)
             # torchelastic's error file (written by @record) holds {"message": {"message": ..., "extraInfo": ...}}
             recorded = isinstance((first.error_file_data or {}).get("message"), dict)
@@ -264,6 +279,7 @@ def _run_once(
     run_id: str,
     counters: JobCounters,
     hooks: _Reporting,
+    stall_monitor: StallMonitor | None = None,
 ) -> dict[int, Any]:
     worker_entry, worker_args, start_method = _worker_command(config, entrypoint, args, hooks)
     handler = _handler(config, endpoint, run_id, store)
@@ -288,7 +304,8 @@ def _run_once(
         log_line_prefix_template=config.log_line_prefix_template,
         shutdown_timeout=config.shutdown_timeout,
         counters=counters,
-        hooks=Hooks(on_round=hooks.on_round, on_failure=hooks.on_failure),
+        hooks=Hooks(on_round=hooks.on_round, on_failure=hooks.on_failure, on_stall=hooks.on_stall),
+        stall_monitor=stall_monitor,
     )
     shutdown_rdzv = True  # only the job's real end closes the rendezvous (never a drain or a store loss)
     try:
@@ -350,30 +367,46 @@ def launch_agent(
     if _python_target(entrypoint, args) is not None and config.worker_start == "preload":
         worker.warm_up()  # torch is imported by the forkserver while the store is awaited
     try:
-        while True:
-            client = wait_for_store(host, port, config.store_wait_timeout)
-            generation = read_generation(client)
-            run_id = config.run_id if generation == 0 else f"{config.run_id}-g{generation}"
-            log.info("store generation %d: rendezvous id %s", generation, run_id)
-            try:
-                counters = JobCounters(job_store(client, run_id), floor=hooks.restarts)
-                return _run_once(
-                    config,
-                    entrypoint=entrypoint,
-                    args=args,
-                    store=client,
-                    endpoint=f"{host}:{port}",
-                    run_id=run_id,
-                    counters=counters,
-                    hooks=hooks,
-                )
-            except StoreLost as exc:
-                if config.rdzv_backend == "static":
-                    raise StoreUnreachable(f"the static rendezvous store was lost: {exc}") from exc
-                log.warning("the rendezvous store was lost (%s); workers stopped, waiting for it to return", exc)
+        with stall_watch(config.stall_timeout) as stall_monitor:
+            return _launch(config, entrypoint, args, host=host, port=port, hooks=hooks, stall_monitor=stall_monitor)
     finally:
         sink.close()
         del server
+
+
+def _launch(
+    config: LaunchConfig,
+    entrypoint: Entrypoint,
+    args: list[Any],
+    *,
+    host: str,
+    port: int,
+    hooks: _Reporting,
+    stall_monitor: StallMonitor | None,
+) -> dict[int, Any]:
+    """Steps 2-4 of the module docstring: wait for the store, run, and again after a store loss."""
+    while True:
+        client = wait_for_store(host, port, config.store_wait_timeout)
+        generation = read_generation(client)
+        run_id = config.run_id if generation == 0 else f"{config.run_id}-g{generation}"
+        log.info("store generation %d: rendezvous id %s", generation, run_id)
+        try:
+            counters = JobCounters(job_store(client, run_id), floor=hooks.restarts)
+            return _run_once(
+                config,
+                entrypoint=entrypoint,
+                args=args,
+                store=client,
+                endpoint=f"{host}:{port}",
+                run_id=run_id,
+                counters=counters,
+                hooks=hooks,
+                stall_monitor=stall_monitor,
+            )
+        except StoreLost as exc:
+            if config.rdzv_backend == "static":
+                raise StoreUnreachable(f"the static rendezvous store was lost: {exc}") from exc
+            log.warning("the rendezvous store was lost (%s); workers stopped, waiting for it to return", exc)
 
 
 __all__ = ["ChildFailedError", "StoreUnreachable", "entrypoint_name", "launch_agent"]

@@ -126,6 +126,21 @@ def failure_entry(global_rank: int, exit_code: int, message: str, time: str | No
     return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def hang_entry(
+    global_rank: int, message: str, *, step: int | None, stalled_seconds: float, time: str | None = None
+) -> dict[str, Any]:
+    """`lastFailure` of a stall (stall.py), reported before the group is stopped: no exit code yet."""
+    failure = LastFailure(
+        global_rank=global_rank,
+        failure_class=FailureClass.HANG.value,
+        message=message[:MESSAGE_LIMIT],  # the head: the summary, then the stack's newest frames
+        step=step,
+        stalled_seconds=round(stalled_seconds, 1),
+        time=time or now_text(),
+    )
+    return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
 def patch_body(pod: str, entry: dict[str, Any]) -> dict[str, Any]:
     return {"status": {"restarts": {"workers": {pod: entry}}}}
 

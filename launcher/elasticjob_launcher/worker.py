@@ -18,6 +18,8 @@ Limits, and when to use `--worker-start exec` (torchrun's way: a fresh interpret
   (`/proc/<pid>/comm`) is `ej-worker-<local rank>`.
 * The script shares the preloaded modules' state as it was after import; a script that needs a
   different torch build or interpreter must use exec.
+* With a stall timeout, a preloaded worker wraps torch.distributed's blocking calls before the
+  script runs (`progress.install`); exec'd workers are watched only through `progress.step()`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import sys
 from collections.abc import Callable
 from multiprocessing import forkserver
 from typing import Any
+
+from elasticjob_launcher import progress
 
 #: imported once by the forkserver, before any worker forks from it (this module records its environment)
 PRELOAD = ("torch", "torch.distributed", "torch.distributed.elastic.multiprocessing", __name__)
@@ -130,6 +134,7 @@ def _set_process_name(name: str) -> None:
 
 def run_script_path(script: str, *args: str) -> None:
     """torchrun's --run-path: the script runs with runpy in the worker's interpreter."""
+    progress.install()  # collective stamps for the stall watch, when the agent runs one
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")
 
@@ -159,6 +164,7 @@ def run_script(kind: str, target: str, agent_env: str, plan: str, *args: str) ->
         import torch
 
         torch.set_num_threads(int(threads))
+    progress.install()  # collective stamps and the stack dump for the stall watch, when the agent runs one
     sys.argv = [target, *args]
     try:
         if kind == "module":
