@@ -342,6 +342,16 @@ class ElasticJobSpec(_Model):
     active_deadline_seconds: Annotated[
         int | None, Field(ge=1, description="Fail the job once it has run this long.")
     ] = None
+    stall_timeout_seconds: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=86400,
+            description="Seconds a worker may stay in one torch.distributed call (or, once it calls "
+            "elasticjob_launcher.progress.step(), between steps) before it counts as hung: the Stalled "
+            "condition, then a worker-group restart (failurePolicy class Hang). Unset: off.",
+        ),
+    ] = None
     ttl_seconds_after_finished: Annotated[
         int | None, Field(ge=0, description="Delete the job this long after it finished.")
     ] = None
@@ -415,6 +425,7 @@ class LastFailure(_Model):
     stalled_seconds: Annotated[
         float | None, Field(description="How long a Hang's rank had been stuck when the launcher reported it.")
     ] = None
+    round: Annotated[int | None, Field(description="The rendezvous round the failure ended.")] = None
 
 
 class WorkerReport(_Model):

@@ -102,6 +102,7 @@ class _Reporting:
             report.message(status.MESSAGE_LIMIT),
             step=report.stall.step,
             stalled_seconds=report.stall.seconds,
+            round_=self.round,
         )
         self.sink.report(self._entry(self.hang))
 
@@ -115,7 +116,10 @@ class _Reporting:
             recorded = isinstance((first.error_file_data or {}).get("message"), dict)
             message = status.failure_text(first.message) if recorded else ""
             failure = status.failure_entry(
-                rank, first.exitcode, message or stderr_tail(first.local_rank) or status.failure_text(first.message)
+                rank,
+                first.exitcode,
+                message or stderr_tail(first.local_rank) or status.failure_text(first.message),
+                round_=round_,
             )
         self.sink.report(self._entry(failure))
 

@@ -114,7 +114,9 @@ def failure_text(error: object) -> str:
     return "\n".join([message, *tail]) if tail else message
 
 
-def failure_entry(global_rank: int, exit_code: int, message: str, time: str | None = None) -> dict[str, Any]:
+def failure_entry(
+    global_rank: int, exit_code: int, message: str, time: str | None = None, *, round_: int | None = None
+) -> dict[str, Any]:
     """`lastFailure`, through the API's model: negative exit codes are signals (torch reports -N)."""
     failure = LastFailure(
         global_rank=global_rank,
@@ -122,12 +124,19 @@ def failure_entry(global_rank: int, exit_code: int, message: str, time: str | No
         failure_class=(FailureClass.SIGNAL if exit_code < 0 else FailureClass.USER_ERROR).value,
         message=message[-MESSAGE_LIMIT:],
         time=time or now_text(),
+        round=round_,
     )
     return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def hang_entry(
-    global_rank: int, message: str, *, step: int | None, stalled_seconds: float, time: str | None = None
+    global_rank: int,
+    message: str,
+    *,
+    step: int | None,
+    stalled_seconds: float,
+    time: str | None = None,
+    round_: int | None = None,
 ) -> dict[str, Any]:
     """`lastFailure` of a stall (stall.py), reported before the group is stopped: no exit code yet."""
     failure = LastFailure(
@@ -137,6 +146,7 @@ def hang_entry(
         step=step,
         stalled_seconds=round(stalled_seconds, 1),
         time=time or now_text(),
+        round=round_,
     )
     return failure.model_dump(by_alias=True, exclude_none=True, mode="json")
 

@@ -121,7 +121,9 @@ def launcher_env(job: ElasticJob) -> list[dict[str, Any]]:
         return {"fieldRef": {"fieldPath": path}}
 
     spec = job.spec
+    stall = spec.stall_timeout_seconds
     return [
+        *([{"name": "ELASTICJOB_STALL_TIMEOUT", "value": str(stall)}] if stall else []),
         {"name": "PET_NNODES", "value": f"{spec.min_replicas}:{spec.max_replicas}"},
         {"name": "PET_NPROC_PER_NODE", "value": str(resolve_nproc(job))},
         {"name": "PET_RDZV_BACKEND", "value": spec.rendezvous.backend.value},

@@ -79,6 +79,9 @@ class Metrics:
         self.store_recreations = Counter(
             "elasticjob_store_recreations", "rendezvous store generations started after a loss", registry=r
         )
+        self.hangs = Counter(
+            "elasticjob_hangs", "worker hangs the launchers reported (Stalled turning True)", registry=r
+        )
         self.reconcile_seconds = Histogram(
             "elasticjob_reconcile_duration_seconds",
             "time of one job's reconcile",
@@ -126,6 +129,8 @@ class Metrics:
             self.replacements.labels(cause or "Deleted").inc()
         elif reason == "StoreRecreated":
             self.store_recreations.inc()
+        elif reason == "Stalled":
+            self.hangs.inc()
 
     def request(self, verb: str, code: int) -> None:
         self.requests.labels(verb, str(code)).inc()

@@ -21,13 +21,14 @@ from elasticjob_api.models import (
     CleanPodPolicy,
     ElasticJob,
     FailureAction,
+    FailureClass,
     Phase,
 )
 from elasticjob_api.times import format_time, parse_time
 
-from elasticjob_operator import builders, naming, queueing
+from elasticjob_operator import builders, hangs, naming, queueing
 from elasticjob_operator import pods as podinfo
-from elasticjob_operator.conditions import set_phase_conditions
+from elasticjob_operator.conditions import set_condition, set_phase_conditions
 from elasticjob_operator.failures import Failure, classify_pod, disruption
 from elasticjob_operator.queueplan import QueueSteps, WorkloadAction
 
@@ -122,6 +123,7 @@ class _Planner(QueueSteps):
         self.failure: tuple[str, str] | None = None  # (reason, message)
         self.restarting = False
         self.admission: queueing.Admission | None = None
+        self.hang: hangs.Assessment | None = None
 
     @property
     def desired(self) -> int:
@@ -266,6 +268,17 @@ class _Planner(QueueSteps):
                 f"{total} worker-group restarts, maxRestarts is {self.job.spec.max_restarts}",
             )
         return total
+
+    def stalls(self) -> None:
+        """A launcher's Hang report: the `Stalled` condition (hangs.py), an Event, the failure policy."""
+        self.hang = hang = hangs.assess(self.previous)
+        if hang is None or not hang.stalled:
+            return
+        message = hang.condition["message"]
+        if not any(c.type == hangs.STALLED and c.status == "True" for c in self.previous.conditions):
+            self._event("Warning", "Stalled", message, cause=FailureClass.HANG.value)
+        if self.job.spec.failure_policy.action_for(FailureClass.HANG) == FailureAction.FAIL:
+            self._fail(FailureClass.HANG.value, f"a worker hung and failurePolicy.rules say Fail: {message}")
 
     def store(self) -> tuple[int, Manifest | None]:
         """Keep one live store pod of the current generation; a lost store gets generation + 1.
@@ -418,6 +431,8 @@ class _Planner(QueueSteps):
         if phase != self.previous.phase and phase in TERMINAL_PHASES | {Phase.RUNNING}:
             self._event("Warning" if phase == Phase.FAILED else "Normal", phase.value, message)
         self.admitted_condition()
+        if self.hang is not None:
+            status["conditions"] = set_condition(status["conditions"], self.hang.condition, self.now)
 
     def run(self) -> Plan:
         if self.previous.phase in TERMINAL_PHASES:
@@ -434,6 +449,7 @@ class _Planner(QueueSteps):
         w = self.sort_workers()
         replacements = self.count_losses(w)
         total = self.restarts()
+        self.stalls()
         generation, store = self.store()
         succeeded = bool(w.succeeded) and not any(podinfo.phase(p) == "Running" for p in w.healthy.values())
         if self.failure is None and not succeeded and not w.succeeded:

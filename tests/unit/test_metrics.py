@@ -51,7 +51,8 @@ def test_decisions_requests_reconciles_and_leadership() -> None:
     leading = [True]
     m = Metrics(leading=lambda: leading[0])
     for reason, cause in [("WorkerLost", "OOMKilled"), ("WorkerLost", "Deleted"), ("WorkerDisrupted", "Disrupted"),
-                          ("WorkerGroupRestarted", ""), ("StoreRecreated", ""), ("ScalingUp", "")]:  # fmt: skip
+                          ("WorkerGroupRestarted", ""), ("StoreRecreated", ""), ("Stalled", "Hang"),
+                          ("ScalingUp", "")]:  # fmt: skip
         m.decided(reason, cause)
     m.request("create", 201)
     m.request("create", 409)
@@ -68,6 +69,7 @@ def test_decisions_requests_reconciles_and_leadership() -> None:
     assert got[("elasticjob_worker_replacements_total", (("failure_class", "Disrupted"),))] == 1
     assert got[("elasticjob_worker_group_restarts_total", ())] == 1
     assert got[("elasticjob_store_recreations_total", ())] == 1
+    assert got[("elasticjob_hangs_total", ())] == 1
     assert got[("elasticjob_apiserver_requests_total", (("code", "409"), ("verb", "create")))] == 1
     assert got[("elasticjob_reconcile_duration_seconds_count", ())] == 2
     assert got[("elasticjob_reconcile_errors_total", ())] == 1
