@@ -18,6 +18,11 @@ differs from `torch.distributed.launcher.api.launch_agent` and why:
   Only a finished run (success, or the budget spent) closes the rendezvous. A restart for nodes
   waiting to join marks the round the same way first, so peers whose workers fail on the broken
   collective do not count it as a fault.
+* **A round broken elsewhere.** An agent whose group failed (or hung and was killed) queues for
+  the next round, but while it lives its peers see a full round of live members, and workers
+  that are not in a collective (asleep, loading data, hung outside) never notice. A running
+  agent therefore also reads the round's fault count once a second (`JobCounters.faulted`) and
+  restarts its workers when another agent counted one.
 * **A job that ended elsewhere.** torch's agents notice a closed rendezvous only at their next
   round, so when one node's group fails with the budget spent, the others' workers wait in their
   collectives (or in `init_process_group`, for a rank that crashed before it) until the backend's
@@ -107,6 +112,10 @@ class JobCounters:
     def drained(self, round_: int) -> bool:
         return self._add(f"drain/{round_}", 0) > 0
 
+    def faulted(self, round_: int) -> bool:
+        """Whether an agent counted a fault of `round_` (its group failed, or hung and was killed)."""
+        return self._add(f"fault/{round_}", 0) > 0
+
     def count_fault(self, round_: int) -> tuple[int, bool]:
         """Count a worker-group fault of `round_` once job-wide; (total, whether it counted)."""
         if self._add(f"drain/{round_}", 0) > 0:
@@ -168,12 +177,15 @@ class ElasticJobAgent(LocalElasticAgent):
             f.seek(max(0, os.path.getsize(path) - limit))
             return f.read().decode(errors="replace")
 
-    def _job_ended(self, spec: Any) -> bool:
+    def _slow_checks(self, spec: Any) -> tuple[bool, bool]:
+        """At most once per CLOSED_CHECK_INTERVAL: (the rendezvous is closed, another agent counted
+        a fault of this round). The second catches a round broken where this agent's workers do
+        not notice: a peer group killed for a hang while these sleep outside any collective."""
         now = time.monotonic()
         if now - self._closed_checked_at < CLOSED_CHECK_INTERVAL:
-            return False
+            return False, False
         self._closed_checked_at = now
-        return bool(spec.rdzv_handler.is_closed())
+        return bool(spec.rdzv_handler.is_closed()), self.counters.faulted(self.round)
 
     def _rendezvous(self, worker_group: WorkerGroup) -> None:
         super()._rendezvous(worker_group)
@@ -259,7 +271,7 @@ class ElasticJobAgent(LocalElasticAgent):
                             # the round ends by design: marked before this agent stops its workers, so
                             # a peer whose workers fail on the broken collective does not count a fault
                             self.counters.mark_drain(self.round)
-                        ended = self._job_ended(spec)
+                        ended, faulted = self._slow_checks(spec)
                     except (RendezvousConnectionError, RendezvousStateError, RuntimeError) as exc:
                         raise StoreLost(str(exc)) from exc
                     if ended:
@@ -267,8 +279,14 @@ class ElasticJobAgent(LocalElasticAgent):
                         self._stop_workers(group)
                         group.state = WorkerState.FAILED
                         raise JobEnded("the job failed on another node (its restart budget is spent)")
-                    if waiting > 0 or drained:
-                        why = "an agent was drained" if drained else f"{waiting} agents waiting to join"
+                    if waiting > 0 or drained or faulted:
+                        why = (
+                            "an agent was drained"
+                            if drained
+                            else "another agent's group failed in this round"
+                            if faulted
+                            else f"{waiting} agents waiting to join"
+                        )
                         log.info("%s; starting round %d+1", why, self.round)
                         self._restart_workers(group)
         except SignalException:

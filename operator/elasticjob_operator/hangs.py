@@ -6,16 +6,20 @@ seconds stuck, the round and the stuck rank's Python stack (launcher/.../stall.p
 kills the group, which restarts through the job-wide restart path.
 
 `assess(status)` reads the newest failure of the worker reports:
-* a Hang in the current round (no report of a later round yet): `Stalled` True, reason `Hang`,
-  the launcher's summary and the top of the stack as the message;
-* a Hang of an earlier round: `Stalled` False, reason `GroupRestarted` (the group re-formed);
+* a Hang not seen before (no `Stalled` condition, or one that changed before the Hang's time and
+  says something else): `Stalled` True, reason `Hang`, the launcher's summary and the top of the
+  stack as the message, and `new` set, so the planner posts a `Stalled` Warning Event (counted by
+  `elasticjob_hangs_total`). This holds even when the group has already re-formed by the time
+  the operator reads the report (a restart takes seconds), so no hang goes unsaid;
+* a Hang already said, of an earlier round than the newest reported: `Stalled` False, reason
+  `GroupRestarted`;
 * any other newest failure while `Stalled` is True: False, reason `NoLongerStalled`.
-The planner posts a `Stalled` Warning Event when the condition turns True (counted by the
-decisions metric with cause `Hang`), and fails the job with reason `Hang` if
-`failurePolicy.rules` say `Fail` for that class; the default, `Retry`, leaves the restart to the
-launchers.
+The planner fails the job with reason `Hang` if `failurePolicy.rules` say `Fail` for that class;
+the default, `Retry`, leaves the restart to the launchers.
 Limits: a report lost on the way (the API unreachable for the launcher) is not seen; a hang's
-round is that of the reporting pod, so a pod that joined late is judged by its own rounds.
+round is that of the reporting pod, so a pod that joined late is judged by its own rounds; times
+are whole seconds (metav1.Time), so a second hang reported within the second `Stalled` last
+changed, with the same words, is taken for the first.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ MESSAGE_LIMIT = 1500
 class Assessment:
     #: the condition to set (type, status, reason, message)
     condition: dict[str, str]
-    #: a Hang of the current round
-    stalled: bool
+    #: a Hang not said before: the planner posts the Event
+    new: bool
     failure: LastFailure
 
 
@@ -56,18 +60,22 @@ def assess(status: ElasticJobStatus) -> Assessment | None:
     failure = _newest(status)
     if failure is None:
         return None
-    was_stalled = any(c.type == STALLED and c.status == "True" for c in status.conditions)
+    before = next((c for c in status.conditions if c.type == STALLED), None)
     if failure.failure_class != FailureClass.HANG.value:
-        if not was_stalled:
+        if before is None or before.status != "True":
             return None
         cond = {"type": STALLED, "status": "False", "reason": "NoLongerStalled",
                 "message": f"the newest failure is rank {failure.global_rank}'s {failure.failure_class}"}  # fmt: skip
         return Assessment(cond, False, failure)
+    said = summary(failure)
+    stalled = {"type": STALLED, "status": "True", "reason": "Hang", "message": said}
+    changed = before.last_transition_time if before is not None else None
+    if before is None or (before.message != said and (changed or "") < (failure.time or "")):
+        return Assessment(stalled, True, failure)
     rounds = [r.round for r in status.restarts.workers.values() if r.round is not None]
     current = max(rounds, default=None)
     if failure.round is not None and current is not None and current > failure.round:
         message = f"rank {failure.global_rank} hung in round {failure.round}; the group re-formed in round {current}"
-        cond = {"type": STALLED, "status": "False", "reason": "GroupRestarted", "message": message}
-        return Assessment(cond, False, failure)
-    cond = {"type": STALLED, "status": "True", "reason": "Hang", "message": summary(failure)}
-    return Assessment(cond, True, failure)
+        return Assessment({"type": STALLED, "status": "False", "reason": "GroupRestarted", "message": message},
+                          False, failure)  # fmt: skip
+    return Assessment(stalled, False, failure) if before.status == "True" else None

@@ -272,11 +272,10 @@ class _Planner(QueueSteps):
     def stalls(self) -> None:
         """A launcher's Hang report: the `Stalled` condition (hangs.py), an Event, the failure policy."""
         self.hang = hang = hangs.assess(self.previous)
-        if hang is None or not hang.stalled:
+        if hang is None or not hang.new:
             return
         message = hang.condition["message"]
-        if not any(c.type == hangs.STALLED and c.status == "True" for c in self.previous.conditions):
-            self._event("Warning", "Stalled", message, cause=FailureClass.HANG.value)
+        self._event("Warning", "Stalled", message, cause=FailureClass.HANG.value)
         if self.job.spec.failure_policy.action_for(FailureClass.HANG) == FailureAction.FAIL:
             self._fail(FailureClass.HANG.value, f"a worker hung and failurePolicy.rules say Fail: {message}")
 

@@ -69,3 +69,14 @@ def test_no_hang_no_condition_and_the_timeout_reaches_the_launcher() -> None:
     assert env["ELASTICJOB_STALL_TIMEOUT"] == "10"
     plain = builders.build_worker_pod(job(), 0)["spec"]["containers"][0]["env"]
     assert "ELASTICJOB_STALL_TIMEOUT" not in {e["name"] for e in plain}
+
+
+def test_a_hang_first_seen_after_the_group_re_formed_is_still_said_then_cleared() -> None:
+    j = job(status=running_status(restarts={"total": 1, "workers": reports(3)}))
+    pods = [store(j), worker(j, 0), worker(j, 1)]
+    first = run(j, pods)
+    assert stalled(first)["status"] == "True" and [e.reason for e in first.events].count("Stalled") == 1
+    later = job(status={**running_status(), **first.status, "restarts": {"total": 1, "workers": reports(3)}})
+    cond = stalled(run(later, pods))
+    assert (cond["status"], cond["reason"]) == ("False", "GroupRestarted")
+    assert not [e for e in run(later, pods).events if e.reason == "Stalled"]
