@@ -21,6 +21,8 @@ from elasticjob_launcher import reporter
 from elasticjob_launcher.api import LaunchConfig
 from elasticjob_launcher.launch import launch_agent
 
+from .conftest import LAUNCH, Procs, free_port
+
 SCRIPT = Path(__file__).with_name("hang_check.py")
 POD = "job-worker-0"
 
@@ -163,3 +165,22 @@ def test_steady_slow_steps_never_stall(tmp_path: Path, monkeypatch: pytest.Monke
     assert sorted(results) == [0, 1]
     assert all(r["restart"] == 0 and r["start"] == 0 and r["total"] == 8 for r in results.values()), results
     assert not any("lastFailure" in b for b in bodies) and bodies[-1]["restarts"] == 0
+
+
+def test_a_peer_asleep_outside_any_collective_restarts_with_the_hung_group(procs: Procs) -> None:
+    """Two agents of one worker each: rank 0 blocks in all_reduce and its agent kills the group;
+    rank 1 sleeps outside any collective without the progress API, so its agent sees no stall and
+    its worker no broken collective. It restarts because the other agent counted a fault of the
+    round (agent.py, "a round broken elsewhere"), and both resume from the checkpoint."""
+    port = free_port()
+    procs.store(port)
+    args = [
+        *LAUNCH, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "elasticjob",
+        "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hang", "--max-restarts", "1",
+        "--rdzv-conf", "last_call_timeout=2,join_timeout=120", "--monitor-interval", "0.2",
+        "--stall-timeout", "3", str(SCRIPT),
+    ]  # fmt: skip
+    agents = [procs.start(args, f"agent{i}", HANG="collective") for i in range(2)]
+    assert [procs.wait(a, 120) for a in agents] == [0, 0]
+    _resumed(procs.results(), 2)
+    assert sum("another agent's group failed in this round" in procs.log(f"agent{i}") for i in range(2)) == 1
